@@ -1,0 +1,3 @@
+"""Bars: schema, Parquet store, CSV ingest, synthetic generator, validation."""
+
+from __future__ import annotations
