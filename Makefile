@@ -1,0 +1,41 @@
+# make demo · make test · make bench      (.ci/run calls `make test`)
+# Each target creates .venv and installs the project on first use, so a fresh machine needs only Python 3.11.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+# Tests and the demo never join a stale cluster or trip over a token file in ~/.ray (see README: Ray).
+export RAY_AUTH_MODE ?= disabled
+export RAY_USAGE_STATS_ENABLED ?= 0
+export NUMBA_CACHE_DIR ?= $(CURDIR)/.numba_cache
+export PYTHONUNBUFFERED := 1
+
+.PHONY: install demo test lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -n "$(PYTHON)" || { echo "error: python3.11 not found; install Python 3.11" >&2; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/trader data synth --config configs/demo.yaml
+	$(BIN)/trader data ls --config configs/demo.yaml
+
+lint: $(STAMP)
+	$(BIN)/ruff check trader cluster jobs tests bench
+	$(BIN)/ruff format --check trader cluster jobs tests bench
+
+test: $(STAMP) lint
+	$(BIN)/python -m pytest
+
+bench: $(STAMP)
+	$(BIN)/python bench/store.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis .numba_cache
