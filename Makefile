@@ -35,6 +35,7 @@ test: $(STAMP) lint
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)
+	$(BIN)/python bench/data.py
 	$(BIN)/python bench/store.py
 
 clean:

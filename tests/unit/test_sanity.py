@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -738,15 +737,13 @@ def test_regular_hours_mask_for_daily_bars_marks_sessions():
         regular_hours_mask(ts.dt.replace_time_zone(None), CAL, "1d")
 
 
-def test_minute_checks_are_vectorised():
+def test_five_clean_years_of_minutes_raise_no_false_alarm():
+    # Speed of this path is measured in bench/data.py, not asserted here.
     days = CAL.sessions("2015-01-01", "2019-12-31")
     frame = minute_bars(days)
     assert frame.height > 480_000
-    start = time.perf_counter()
     out, report = validate_bars(frame, symbol="X", interval="1m")
-    elapsed = time.perf_counter() - start
     assert report.findings == [] and out.height == frame.height
-    assert elapsed < 5.0, f"5 years of minutes took {elapsed:.2f} s"
 
 
 # ==========================================================================================================
