@@ -73,7 +73,8 @@ def conform_bars(frame: pl.DataFrame, *, where: str = "bars") -> pl.DataFrame:
     """
     missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
     if missing:
-        raise SchemaError(f"{where}: missing bar column(s) {', '.join(missing)}; have {', '.join(frame.columns)}")
+        have = ", ".join(frame.columns)
+        raise SchemaError(f"{where}: missing bar column(s) {', '.join(missing)}; have {have}")
     ts_dtype = frame.schema["ts"]
     if not isinstance(ts_dtype, pl.Datetime) or ts_dtype.time_zone is None:
         raise SchemaError(f"{where}: column ts must be a UTC timestamp, got {ts_dtype}")
