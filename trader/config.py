@@ -313,7 +313,7 @@ class ComposerSettings(BaseModel):
     volatile_bias: float = Field(
         0.0, description="Added to logits in a volatile regime (negative = de-risk)."
     )
-    lookback: int = Field(50, gt=0, description="Bars used to label the regime and score strategies.")
+    lookback: int = Field(50, gt=0, description="Bars of trailing strategy returns used to score strategies.")
     score_weights: ScoreWeights = Field(default_factory=ScoreWeights)
 
     @field_validator("strategies")
