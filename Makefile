@@ -9,7 +9,9 @@ STAMP  := $(VENV)/.installed-stamp
 # Tests and the demo never join a stale cluster or trip over a token file in ~/.ray (see README: Ray).
 export RAY_AUTH_MODE ?= disabled
 export RAY_USAGE_STATS_ENABLED ?= 0
-export NUMBA_CACHE_DIR ?= $(CURDIR)/.numba_cache
+# numba caches track only the file of each jitted function, not the functions it calls in other modules:
+# key the cache folder on the source of the whole library so an edit anywhere recompiles.
+export NUMBA_CACHE_DIR ?= $(CURDIR)/.numba_cache/$(shell cat $$(find trader -name "*.py" | sort) 2>/dev/null | sha1sum | cut -c1-12)
 export PYTHONUNBUFFERED := 1
 
 .PHONY: install demo test lint bench clean
@@ -37,6 +39,8 @@ test: $(STAMP) lint
 bench: $(STAMP)
 	$(BIN)/python bench/data.py
 	$(BIN)/python bench/store.py
+	$(BIN)/python bench/engine_kernel.py
+	$(BIN)/python bench/engine.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis .numba_cache

@@ -40,9 +40,11 @@ def config_show(settings: Any) -> None:
 
 
 def _register() -> None:
+    from jobs.backtest import backtest
     from jobs.data import data
 
     cli.add_command(data)
+    cli.add_command(backtest)
 
 
 _register()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -232,3 +233,47 @@ def test_synth_to_s3_ls_and_sync_back(tmp_path: Path, s3_bucket: str, s3_env: st
 
     missing = trader("data", "synth", "--symbols", "1", "--store", "s3://no-such-bucket-here/x", env=env)
     assert_one_line_error(missing, "no-such-bucket-here")
+
+
+# -- backtest ---------------------------------------------------------------------------------------------
+def test_backtest_from_the_store_writes_the_run_folder(tmp_path: Path, shared_data: Path) -> None:
+    store = tmp_path / "store"
+    spy = shared_data / "pandas_ta" / "SPY_D.csv"
+    assert (
+        trader("data", "ingest", "--store", str(store), "--symbol", "SPY", "--source", str(spy)).returncode
+        == 0
+    )
+    out = tmp_path / "run"
+    result = trader(
+        "backtest",
+        "--config",
+        "configs/base.yaml",
+        "--store",
+        str(store),
+        "--symbols",
+        "SPY",
+        "--start",
+        "2005-01-01",
+        "--end",
+        "2014-12-31",
+        "--strategy",
+        "sma_cross",
+        "--param",
+        "fast=20",
+        "--param",
+        "slow=100",
+        "--no-walkforward",
+        "--out",
+        str(out),
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Sharpe" in result.stdout and str(out) in result.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["run"]["params"]["fast"] == 20 and summary["period"]["start"].startswith("2005-01-03")
+    assert summary["period"]["end"].startswith("2014-12-31")
+    trades = pl.read_parquet(out / "trades.parquet")
+    assert trades.height == summary["trades"] > 0
+
+    bad = trader("backtest", "--store", str(store), "--symbols", "QQQ", "--no-walkforward", "--out", str(out))
+    assert_one_line_error(bad, "QQQ")
+    assert (out / "summary.json").exists()  # the earlier run is untouched by a failed one

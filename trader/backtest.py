@@ -1,0 +1,352 @@
+"""One backtest, start to finish: bars -> target weights -> simulator -> metrics -> files.
+
+:func:`run` takes bars of one or several symbols (a polars frame with a ``symbol`` column), a strategy
+name and its parameters (or ``None`` for the configured composer) and the settings, and returns a
+:class:`BacktestResult`. Per symbol, the strategy (or the composer's blend) turns that symbol's own bars into
+a target weight per bar, decided at the bar's close; the numba simulator (:mod:`trader.sim`) fills each
+decision at the next bar's open with the configured costs and the risk rules of :mod:`trader.risk`; the
+metrics come from :mod:`trader.metrics`.
+
+>>> from trader.config import Settings
+>>> from trader.data.synth import synth_bars
+>>> bars = synth_bars("SYN000", "1d", "2020-01-01", "2022-12-31", seed=1)
+>>> result = run(bars, "sma_cross", {"fast": 10, "slow": 50}, Settings())
+>>> sorted(result.summary["metrics"])[:3]
+['avg_trade', 'cagr', 'calmar']
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from trader.composer import Composer
+from trader.errors import ConfigError, DataError
+from trader.metrics import periods_per_year, summarize
+from trader.risk import RiskLimits
+from trader.sim.portfolio import SimConfig, SimResult, session_index_from_ts, simulate
+from trader.strategies import get_strategy
+
+DEFAULT_SYMBOL = "ASSET"
+_PACKAGES = ("trader", "numpy", "numba", "polars", "pyarrow", "exchange_calendars")
+
+
+@dataclass(frozen=True)
+class BacktestResult:
+    """A finished backtest. Frames are in account currency and UTC bar-start timestamps.
+
+    * ``equity``: ``ts, equity, cash`` at each bar's close.
+    * ``positions``: ``ts, symbol, shares, weight`` at every bar where a symbol's position changed (the
+      position holds until its next row); ``weight`` is ``shares * close / equity`` at that close.
+    * ``trades``: ``ts, symbol, side, qty, price, commission, reason`` per fill (``ts`` is the fill bar).
+    * ``risk_events``: ``ts, symbol, rule, detail`` per risk rule that fired (``symbol`` null = the account).
+    * ``targets``: ``ts, symbol, target`` decided weights before risk rules, at every bar where they changed.
+    * ``summary``: metrics, per-symbol figures, strategy and parameters, settings, data fingerprint, versions.
+    """
+
+    equity: pl.DataFrame
+    positions: pl.DataFrame
+    trades: pl.DataFrame
+    risk_events: pl.DataFrame
+    targets: pl.DataFrame
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        """The headline metrics of the run (see :data:`trader.metrics.SUMMARY_KEYS`)."""
+        return self.summary["metrics"]
+
+    def write(self, out_dir: str | Path) -> Path:
+        """Write ``equity/positions/trades/risk_events.parquet`` and ``summary.json`` into ``out_dir``.
+
+        All files are written into a temporary sibling folder first, then moved into place, so a crash never
+        leaves a half-written run; an existing ``out_dir`` is replaced only once the new one is complete.
+        """
+        target = Path(out_dir).resolve()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        try:
+            self.equity.write_parquet(staging / "equity.parquet")
+            self.positions.write_parquet(staging / "positions.parquet")
+            self.trades.write_parquet(staging / "trades.parquet")
+            self.risk_events.write_parquet(staging / "risk_events.parquet")
+            (staging / "summary.json").write_text(json.dumps(self.summary, indent=2, default=_json_default))
+            if target.exists():
+                old = target.with_name(f".{target.name}.old-{os.getpid()}")
+                target.rename(old)
+                staging.rename(target)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                staging.rename(target)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return target
+
+
+def run(
+    bars: pl.DataFrame,
+    strategy: str | None,
+    params: Mapping[str, Any] | None,
+    settings: Any,
+    *,
+    interval: str | None = None,
+) -> BacktestResult:
+    """Backtest ``strategy`` (a registered name, or None for the configured composer) on ``bars``.
+
+    ``bars``: a bar frame (``ts, open, high, low, close, volume``) with a ``symbol`` column for several
+    symbols; ``params``: the strategy's parameters (defaults fill the rest; validated); ``settings``: a
+    :class:`trader.config.Settings`; ``interval``: the bar interval (default ``settings.data.interval``),
+    which sets annualisation and, for intraday bars, the session boundaries of the daily loss limit.
+    """
+    started = time.perf_counter()
+    interval = interval or settings.data.interval
+    frame = _prepare(bars)
+    symbols = sorted(frame["symbol"].unique().to_list())
+    ts = frame["ts"].unique().sort()
+    decide, described = _decider(strategy, params, settings)
+
+    n_bars, n_symbols = ts.len(), len(symbols)
+    open_ = np.full((n_bars, n_symbols), np.nan)
+    close = np.full((n_bars, n_symbols), np.nan)
+    weights = np.full((n_bars, n_symbols), np.nan)
+    for group in frame.partition_by("symbol", maintain_order=True):
+        j = symbols.index(group["symbol"][0])
+        rows = ts.search_sorted(group["ts"]).to_numpy()
+        open_[rows, j] = group["open"].to_numpy()
+        close[rows, j] = group["close"].to_numpy()
+        weights[rows, j] = decide(group)
+
+    ppy = periods_per_year(interval)
+    config = SimConfig.from_settings(settings)
+    limits = RiskLimits.from_settings(settings, periods_per_year=ppy)
+    session = None if interval == "1d" else session_index_from_ts(ts, _exchange_tz(settings))
+    sim = simulate(open_, close, weights, config=config, limits=limits, session_index=session)
+    return _result(frame, ts, symbols, weights, close, sim, settings, interval, described, started)
+
+
+# -- inputs ----------------------------------------------------------------------------------------------
+def _prepare(bars: pl.DataFrame) -> pl.DataFrame:
+    if not isinstance(bars, pl.DataFrame):
+        raise DataError(f"backtest: bars must be a polars DataFrame, got {type(bars).__name__}")
+    missing = [c for c in ("ts", "open", "high", "low", "close", "volume") if c not in bars.columns]
+    if missing:
+        raise DataError(f"backtest: bars lack column(s) {', '.join(missing)}")
+    if bars.is_empty():
+        raise DataError("backtest: no bars in the requested range; check the symbols, dates and store")
+    frame = bars if "symbol" in bars.columns else bars.with_columns(pl.lit(DEFAULT_SYMBOL).alias("symbol"))
+    frame = frame.sort("symbol", "ts")
+    if frame.select(pl.struct("symbol", "ts").is_duplicated().any()).item():
+        raise DataError("backtest: duplicate (symbol, ts) bars; validate the bars first")
+    return frame
+
+
+def _decider(
+    strategy: str | None, params: Mapping[str, Any] | None, settings: Any
+) -> tuple[Any, dict[str, Any]]:
+    """A function from one symbol's bars to its target weights, and how to describe it in the summary."""
+    if strategy is None:
+        if params:
+            raise ConfigError(
+                "backtest: --param needs --strategy; the composer takes its parameters from settings"
+            )
+        composer = Composer.from_settings(settings)
+        if not composer.strategies:
+            raise ConfigError(
+                "backtest: no --strategy given and composer.strategies is empty; name a strategy or "
+                "configure the composer (see configs/demo.yaml)"
+            )
+        described = {
+            "mode": "composer",
+            "strategies": [{"name": spec.name, "params": dict(p)} for spec, p in composer.strategies],
+        }
+        return (lambda group: composer.target_weights(group)), described
+    spec = get_strategy(strategy)
+    chosen = spec.validate(dict(params or {}))
+    return (lambda group: spec.run(group, chosen)), {
+        "mode": "strategy",
+        "strategy": spec.name,
+        "params": chosen,
+    }
+
+
+def _exchange_tz(settings: Any) -> str:
+    from trader.calendar import get_calendar
+
+    return get_calendar(settings.data.exchange).tz
+
+
+# -- outputs ---------------------------------------------------------------------------------------------
+def _result(
+    frame: pl.DataFrame,
+    ts: pl.Series,
+    symbols: list[str],
+    weights: np.ndarray,
+    close: np.ndarray,
+    sim: SimResult,
+    settings: Any,
+    interval: str,
+    described: dict[str, Any],
+    started: float,
+) -> BacktestResult:
+    names = pl.Series("symbol", symbols, dtype=pl.String)
+    equity = pl.DataFrame({"ts": ts, "equity": sim.equity, "cash": sim.cash})
+
+    trades = sim.trades.with_columns(
+        ts=ts.gather(sim.trades["bar"]), symbol=names.gather(sim.trades["symbol"])
+    ).select("ts", "symbol", "side", "qty", "price", "commission", "reason")
+    events = sim.events.with_columns(
+        ts=ts.gather(sim.events["bar"]),
+        symbol=pl.when(pl.col("symbol") >= 0).then(names.gather(sim.events["symbol"].clip(0))),
+    ).select("ts", "symbol", "rule", "detail")
+
+    last_close = _forward_fill(close)
+    held_value = sim.positions * np.nan_to_num(last_close)
+    weight = held_value / sim.equity[:, None]
+    positions = _changes(ts, symbols, sim.positions, {"shares": sim.positions, "weight": weight})
+    decided = _forward_fill(weights)
+    targets = _changes(ts, symbols, np.nan_to_num(decided), {"target": np.nan_to_num(decided)})
+
+    round_trips = _round_trip_returns(trades)
+    traded = np.zeros(ts.len())
+    if trades.height:
+        notional = (trades["qty"] * trades["price"]).to_numpy()
+        np.add.at(traded, sim.trades["bar"].to_numpy(), notional)
+    metrics = summarize(
+        sim.returns,
+        interval=interval,
+        trades=round_trips,
+        exposure=np.abs(sim.positions).sum(axis=1),
+        turnover_notional=traded,
+        initial_equity=sim.initial_cash,
+    )
+    per_symbol = {
+        s: {
+            "trades": int((trades["symbol"] == s).sum()),
+            "commission": float(trades.filter(pl.col("symbol") == s)["commission"].sum()),
+            "final_shares": float(sim.positions[-1, j]),
+        }
+        for j, s in enumerate(symbols)
+    }
+    summary = {
+        "run": {**described, "interval": interval, "symbols": symbols, "bars": int(ts.len())},
+        "period": {"start": str(ts[0]), "end": str(ts[-1])},
+        "metrics": {k: _finite_or_none(v) for k, v in metrics.items()},
+        "final_equity": float(sim.equity[-1]),
+        "initial_cash": float(sim.initial_cash),
+        "trades": trades.height,
+        "commission": float(trades["commission"].sum()) if trades.height else 0.0,
+        "risk_events": events.group_by("rule").len().sort("rule").rows() if events.height else [],
+        "per_symbol": per_symbol,
+        "settings": json.loads(settings.model_dump_json()),
+        "data_fingerprint": data_fingerprint(frame),
+        "versions": versions(),
+        "wall_seconds": round(time.perf_counter() - started, 3),
+    }
+    return BacktestResult(equity, positions, trades, events, targets, summary)
+
+
+def _forward_fill(values: np.ndarray) -> np.ndarray:
+    """Carry the last non-NaN value of each column forward (rows are bars)."""
+    out = np.array(values, dtype=np.float64, copy=True)
+    for j in range(out.shape[1]):
+        col = out[:, j]
+        idx = np.where(np.isnan(col), 0, np.arange(col.size))
+        np.maximum.accumulate(idx, out=idx)
+        filled = col[idx]
+        filled[np.isnan(col[0]) & (idx == 0)] = np.nan
+        out[:, j] = filled
+    return out
+
+
+def _changes(
+    ts: pl.Series, symbols: list[str], key: np.ndarray, columns: dict[str, np.ndarray]
+) -> pl.DataFrame:
+    """Long rows (ts, symbol, columns...) where ``key`` changes from the previous bar (from 0 at first)."""
+    prev = np.vstack([np.zeros((1, key.shape[1])), key[:-1]])
+    rows, cols = np.nonzero(key != prev)
+    order = np.lexsort((rows, cols))
+    rows, cols = rows[order], cols[order]
+    data: dict[str, Any] = {
+        "ts": ts.gather(rows),
+        "symbol": pl.Series(symbols, dtype=pl.String).gather(cols),
+    }
+    for name, values in columns.items():
+        data[name] = values[rows, cols]
+    return pl.DataFrame(data)
+
+
+def _round_trip_returns(trades: pl.DataFrame) -> np.ndarray:
+    """Return of each closed round trip (flat -> position -> flat or flip), net of commission, as a fraction.
+
+    Per symbol, fills are accumulated at their average cost; when the position returns to zero (or flips),
+    the trip's P&L over its gross entry notional is one trade return. An open position at the end is no trip.
+    """
+    out: list[float] = []
+    for group in trades.partition_by("symbol", maintain_order=True):
+        pos = cost = pnl = entry = 0.0
+        for side, qty, price, fee in group.select("side", "qty", "price", "commission").iter_rows():
+            signed = qty if side == "buy" else -qty
+            pnl -= fee
+            while signed != 0.0:
+                if pos == 0.0 or math.copysign(1.0, signed) == math.copysign(1.0, pos):
+                    cost += signed * price
+                    entry += abs(signed) * price
+                    pos += signed
+                    signed = 0.0
+                    continue
+                closing = math.copysign(min(abs(signed), abs(pos)), signed)
+                avg = cost / pos
+                pnl += -closing * (price - avg)
+                cost -= -closing * avg
+                pos += closing
+                signed -= closing
+                if abs(pos) < 1e-12:
+                    out.append(pnl / entry if entry else 0.0)
+                    pos = cost = pnl = entry = 0.0
+    return np.asarray(out, dtype=np.float64)
+
+
+def data_fingerprint(frame: pl.DataFrame) -> str:
+    """sha256 of the bars a run saw (symbol, ts, OHLCV in symbol/ts order): same data, same fingerprint."""
+    digest = hashlib.sha256()
+    ordered = frame.sort("symbol", "ts")
+    digest.update("\0".join(ordered["symbol"].to_list()).encode())
+    digest.update(ordered["ts"].dt.epoch("ns").to_numpy().tobytes())
+    for name in ("open", "high", "low", "close", "volume"):
+        digest.update(ordered[name].cast(pl.Float64).to_numpy().tobytes())
+    return digest.hexdigest()
+
+
+def versions() -> dict[str, str]:
+    """Installed versions of the packages that decide a run's numbers."""
+    found = {}
+    for name in _PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = "unknown"
+    return found
+
+
+def _finite_or_none(value: float) -> float | None:
+    return float(value) if math.isfinite(value) else None
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    return str(value)
