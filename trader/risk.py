@@ -383,19 +383,9 @@ class RiskLimits:
     @property
     def active(self) -> bool:
         """True when at least one rule is switched on."""
+        # Every rule but vol_target is named after the limit field that switches it on.
         return self.pos_size_method == "vol_target" or any(
-            getattr(self, name) is not None
-            for name in (
-                "max_position_pct",
-                "max_open_positions",
-                "max_gross_leverage",
-                "max_buying_power",
-                "max_per_trade",
-                "max_per_symbol",
-                "stop_loss_pct",
-                "daily_loss_limit",
-                "max_drawdown",
-            )
+            getattr(self, name) is not None for name in RULES if name != "vol_target"
         )
 
 
