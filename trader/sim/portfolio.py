@@ -270,28 +270,35 @@ def simulate(
     )
 
 
+_TRADE_REASON_NAMES = np.array(TRADE_REASONS, dtype=object)
+_RULE_NAMES = np.array(RULES, dtype=object)
+
+
 def _trades_frame(trades: np.ndarray) -> pl.DataFrame:
-    codes = dict(enumerate(TRADE_REASONS))
-    raw = pl.DataFrame(trades, schema=list(kernel.TRADE_COLUMNS), orient="row")
-    return raw.select(
-        pl.col("bar").cast(pl.Int64),
-        pl.col("symbol").cast(pl.Int64),
-        pl.when(pl.col("qty") > 0).then(pl.lit("buy")).otherwise(pl.lit("sell")).alias("side"),
-        pl.col("qty").abs(),
-        "price",
-        "commission",
-        pl.col("reason").cast(pl.Int64).replace_strict(codes, return_dtype=pl.String),
+    # Built column by column from numpy: a row-oriented frame plus expressions costs ~4x more per call,
+    # which dominates when a grid simulates thousands of small runs.
+    qty = trades[:, 2]
+    return pl.DataFrame(
+        {
+            "bar": trades[:, 0].astype(np.int64),
+            "symbol": trades[:, 1].astype(np.int64),
+            "side": pl.Series(np.where(qty > 0, "buy", "sell"), dtype=pl.String),
+            "qty": np.abs(qty),
+            "price": trades[:, 3],
+            "commission": trades[:, 4],
+            "reason": pl.Series(_TRADE_REASON_NAMES[trades[:, 5].astype(np.int64)].tolist(), dtype=pl.String),
+        }
     )
 
 
 def _events_frame(events: np.ndarray) -> pl.DataFrame:
-    codes = dict(enumerate(RULES))
-    raw = pl.DataFrame(events, schema=list(kernel.EVENT_COLUMNS), orient="row")
-    return raw.select(
-        pl.col("bar").cast(pl.Int64),
-        pl.col("symbol").cast(pl.Int64),
-        pl.col("rule").cast(pl.Int64).replace_strict(codes, return_dtype=pl.String),
-        "detail",
+    return pl.DataFrame(
+        {
+            "bar": events[:, 0].astype(np.int64),
+            "symbol": events[:, 1].astype(np.int64),
+            "rule": pl.Series(_RULE_NAMES[events[:, 2].astype(np.int64)].tolist(), dtype=pl.String),
+            "detail": events[:, 3].astype(np.float64),
+        }
     )
 
 
