@@ -16,14 +16,24 @@ Example::
 from __future__ import annotations
 
 from trader.sim.kernel import TRADE_REASONS, commission
-from trader.sim.portfolio import SimConfig, SimResult, align_bars, session_index_from_ts, simulate
+from trader.sim.portfolio import (
+    BatchResult,
+    SimConfig,
+    SimResult,
+    align_bars,
+    session_index_from_ts,
+    simulate,
+    simulate_many,
+)
 
 __all__ = [
     "TRADE_REASONS",
+    "BatchResult",
     "SimConfig",
     "SimResult",
     "align_bars",
     "commission",
     "session_index_from_ts",
     "simulate",
+    "simulate_many",
 ]

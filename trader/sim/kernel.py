@@ -46,6 +46,7 @@ __all__ = [
     "REASON_STOP_LOSS",
     "TRADE_REASONS",
     "commission",
+    "simulate_batch_kernel",
     "simulate_kernel",
 ]
 
@@ -495,3 +496,69 @@ def simulate_kernel(
         if n_events + _EVENTS_PER_SYMBOL * n_symbols + _EVENTS_PER_BAR > events.shape[0]:
             events = _grow(events, n_events + _EVENTS_PER_SYMBOL * n_symbols + _EVENTS_PER_BAR)
     return trades[: int(state[_S_N_TRADES])], events[: int(state[_S_N_EVENTS])]
+
+
+# Columns of the batch kernel's buffers: the run index first, then the single-run columns.
+BATCH_TRADE_COLUMNS: Final = ("run", *TRADE_COLUMNS)
+BATCH_EVENT_COLUMNS: Final = ("run", *EVENT_COLUMNS)
+
+
+@njit(cache=True)
+def _append_rows(buf: np.ndarray, n: int, run: int, rows: np.ndarray) -> tuple[np.ndarray, int]:
+    """Copy ``rows`` into ``buf`` from row ``n`` with the run index in column 0; grow ``buf`` when full."""
+    if n + rows.shape[0] > buf.shape[0]:
+        buf = _grow(buf, n + rows.shape[0])
+    for i in range(rows.shape[0]):
+        buf[n + i, 0] = run
+        for k in range(rows.shape[1]):
+            buf[n + i, k + 1] = rows[i, k]
+    return buf, n + rows.shape[0]
+
+
+@njit(cache=True)
+def simulate_batch_kernel(
+    open_t: np.ndarray,
+    close_t: np.ndarray,
+    weights_t: np.ndarray,
+    column: np.ndarray,
+    session: np.ndarray,
+    vol_t: np.ndarray,
+    params: np.ndarray,
+    equity_out: np.ndarray,
+    positions_out: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Run many independent single-symbol portfolios in one call; return ``(trades, events)``.
+
+    Layouts are transposed so that each run reads contiguous memory: ``open_t``, ``close_t`` (and ``vol_t``
+    when vol targeting is on, else 1x1) are symbols x bars; ``weights_t``, ``equity_out`` and
+    ``positions_out`` are runs x bars; run ``r`` trades symbol row ``column[r]`` with its own cash
+    (``params[P_INITIAL_CASH]``), under exactly the rules of :func:`simulate_kernel` (it is called per run).
+    Trade rows follow :data:`BATCH_TRADE_COLUMNS`, event rows :data:`BATCH_EVENT_COLUMNS`.
+    """
+    n_runs, n_bars = weights_t.shape
+    vol_on = vol_t.shape[0] == open_t.shape[0] and vol_t.shape[1] == n_bars  # else the 1x1 "off" array
+    no_vol = np.zeros((1, 1))
+    cash = np.empty(n_bars)
+    targets = np.empty((n_bars, 1))
+    trades = np.empty((max(1024, 4 * n_runs), 7))  # BATCH_TRADE_COLUMNS
+    events = np.empty((256, 5))  # BATCH_EVENT_COLUMNS
+    n_trades = 0
+    n_events = 0
+    for r in range(n_runs):
+        c = column[r]
+        vol = vol_t[c].reshape((n_bars, 1)) if vol_on else no_vol
+        run_trades, run_events = simulate_kernel(
+            open_t[c].reshape((n_bars, 1)),
+            close_t[c].reshape((n_bars, 1)),
+            weights_t[r].reshape((n_bars, 1)),
+            session,
+            vol,
+            params,
+            equity_out[r],
+            cash,
+            positions_out[r].reshape((n_bars, 1)),
+            targets,
+        )
+        trades, n_trades = _append_rows(trades, n_trades, r, run_trades)
+        events, n_events = _append_rows(events, n_events, r, run_events)
+    return trades[:n_trades], events[:n_events]

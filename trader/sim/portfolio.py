@@ -40,9 +40,17 @@ import polars as pl
 from trader.errors import ConfigError, DataError
 from trader.risk import RULES, RiskLimits, trailing_vol
 from trader.sim import kernel
-from trader.sim.kernel import TRADE_REASONS, simulate_kernel
+from trader.sim.kernel import TRADE_REASONS, simulate_batch_kernel, simulate_kernel
 
-__all__ = ["SimConfig", "SimResult", "align_bars", "session_index_from_ts", "simulate"]
+__all__ = [
+    "BatchResult",
+    "SimConfig",
+    "SimResult",
+    "align_bars",
+    "session_index_from_ts",
+    "simulate",
+    "simulate_many",
+]
 
 
 def _number(
@@ -268,6 +276,129 @@ def simulate(
     return SimResult(
         equity, cash, positions, targets, _trades_frame(trades), _events_frame(events), config.initial_cash
     )
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """What :func:`simulate_many` produced; T bars, R independent runs (each one symbol, its own cash).
+
+    * ``equity``: (T, R) account currency at each bar's close, per run.
+    * ``positions``: (T, R) signed shares held at each bar's close, per run.
+    * ``columns``: (R,) the price column (symbol index) each run traded.
+    * ``trades``: one row per fill, as :attr:`SimResult.trades` plus ``run`` (the run index); ``symbol`` is
+      the run's price column.
+    * ``events``: risk rule firings, as :attr:`SimResult.events` plus ``run``; ``symbol`` is the run's price
+      column, or -1 for the run's account.
+    * ``initial_cash``: each run's starting cash, account currency.
+    """
+
+    equity: np.ndarray
+    positions: np.ndarray
+    columns: np.ndarray
+    trades: pl.DataFrame
+    events: pl.DataFrame
+    initial_cash: float
+
+    @property
+    def returns(self) -> np.ndarray:
+        """(T, R) per-bar simple returns of each run's equity (fraction); bar 0 is against initial cash."""
+        prev = np.vstack((np.full((1, self.equity.shape[1]), self.initial_cash), self.equity[:-1]))
+        return self.equity / prev - 1.0
+
+
+def simulate_many(
+    open_: Any,
+    close: Any,
+    weights: Any,
+    *,
+    columns: Any = None,
+    config: SimConfig,
+    limits: RiskLimits | None = None,
+    session_index: Any = None,
+    vol: Any = None,
+) -> BatchResult:
+    """Simulate R independent single-symbol portfolios in one compiled call (a parameter grid, say).
+
+    Run ``r`` trades price column ``columns[r]`` of ``open_``/``close`` (T x N; 1-D = one symbol) with the
+    weights ``weights[:, r]`` (T x R), starting from ``config.initial_cash`` of its own: it is exactly
+    ``simulate(open_[:, [c]], close[:, [c]], weights[:, [r]], ...)`` (same fills, costs, risk rules and
+    events), without the per-call overhead. ``columns`` defaults to ``0..R-1`` when R == N, and to all zeros
+    when N == 1. ``session_index`` and ``vol`` are as in :func:`simulate` (``vol`` is T x N).
+
+    >>> import numpy as np
+    >>> px = np.array([100.0, 101.0, 102.0, 103.0])
+    >>> grid = np.column_stack([np.ones(4), np.full(4, 0.5)])        # two runs on one symbol
+    >>> res = simulate_many(px, px, grid, config=SimConfig(initial_cash=1000.0))
+    >>> np.round(res.equity[-1], 2).tolist()
+    [1019.8, 1009.9]
+    """
+    o = _matrix("open_", open_, None)
+    if o.shape[0] == 0 or o.shape[1] == 0:
+        raise DataError(f"simulate_many: no bars or no symbols (open_ shape {o.shape})")
+    c = _matrix("close", close, o.shape)
+    w = np.asarray(weights, dtype=np.float64)
+    if w.ndim == 1:
+        w = w[:, None]
+    if w.ndim != 2 or w.shape[0] != o.shape[0] or w.shape[1] == 0:
+        raise DataError(f"simulate_many: weights must be bars x runs with {o.shape[0]} bars, got {w.shape}")
+    n_bars, n_symbols = o.shape
+    n_runs = w.shape[1]
+    cols = _batch_columns(columns, n_runs, n_symbols)
+    for name, arr in (("open_", o), ("close", c)):
+        if (arr <= 0).any() or np.isinf(arr).any():
+            raise DataError(
+                f"simulate_many: {name} holds a non-positive or infinite price at "
+                f"{_where((arr <= 0) | np.isinf(arr))}; use NaN for a symbol that does not trade"
+            )
+    if np.isinf(w).any():
+        raise DataError(f"simulate_many: weights hold an infinite value at {_where(np.isinf(w))} (bar, run)")
+    session = _session_array(session_index, n_bars)
+    vol_arr = _vol_array(vol, c, limits)
+    vol_t = np.ascontiguousarray(vol_arr.T) if vol_arr.shape == c.shape else vol_arr
+    equity = np.empty((n_runs, n_bars))
+    positions = np.empty((n_runs, n_bars))
+    trades, events = simulate_batch_kernel(
+        np.ascontiguousarray(o.T),
+        np.ascontiguousarray(c.T),
+        np.ascontiguousarray(w.T),
+        cols,
+        session,
+        vol_t,
+        _params(config, limits),
+        equity,
+        positions,
+    )
+    trade_frame = _trades_frame(trades[:, 1:]).insert_column(
+        0, pl.Series("run", trades[:, 0].astype(np.int64))
+    )
+    event_frame = _events_frame(events[:, 1:]).insert_column(
+        0, pl.Series("run", events[:, 0].astype(np.int64))
+    )
+    trade_frame = trade_frame.with_columns(pl.Series("symbol", cols[trade_frame["run"].to_numpy()]))
+    event_frame = event_frame.with_columns(
+        pl.when(pl.col("symbol") < 0)
+        .then(-1)
+        .otherwise(pl.Series(cols[event_frame["run"].to_numpy()]))
+        .alias("symbol")
+    )
+    return BatchResult(equity.T, positions.T, cols, trade_frame, event_frame, config.initial_cash)
+
+
+def _batch_columns(columns: Any, n_runs: int, n_symbols: int) -> np.ndarray:
+    if columns is None:
+        if n_runs == n_symbols:
+            return np.arange(n_runs, dtype=np.int64)
+        if n_symbols == 1:
+            return np.zeros(n_runs, dtype=np.int64)
+        raise DataError(
+            f"simulate_many: {n_runs} runs over {n_symbols} symbols; pass columns= (the symbol of each run)"
+        )
+    cols = np.asarray(columns)
+    if cols.shape != (n_runs,) or not np.issubdtype(cols.dtype, np.integer):
+        raise DataError(f"simulate_many: columns must be {n_runs} integers (one per run), got {cols.shape}")
+    if n_runs and (cols.min() < 0 or cols.max() >= n_symbols):
+        raise DataError(f"simulate_many: columns must index the {n_symbols} price columns, got {cols.max()}")
+    return np.ascontiguousarray(cols, dtype=np.int64)
 
 
 _TRADE_REASON_NAMES = np.array(TRADE_REASONS, dtype=object)
