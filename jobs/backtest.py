@@ -46,6 +46,28 @@ def parse_params(items: tuple[str, ...]) -> dict[str, Any]:
     help="One backtest over the whole range (walk-forward runs come with the Ray fan-out).",
 )
 @click.option("--out", default=None, help="Run folder (default: runs/backtest-<UTC timestamp>).")
+@click.option(
+    "--selection",
+    type=click.Choice(["composer", "bandit"]),
+    default=None,
+    help="Without --strategy: blend strategies (composer) or let the bandit pick one per symbol and period "
+    "(default: bandit if bandit.enabled, else composer).",
+)
+@click.option(
+    "--posteriors-in",
+    "posteriors_in",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Warm start the bandit from this posteriors file (.parquet or .json), variance times "
+    "bandit.warm_start_inflation.",
+)
+@click.option(
+    "--posteriors-out",
+    "posteriors_out",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Also export the bandit's final posteriors to this file (.parquet, or .json by suffix).",
+)
 @settings_options
 def backtest(
     settings: Any,
@@ -58,10 +80,14 @@ def backtest(
     interval: str | None,
     no_walkforward: bool,
     out: str | None,
+    selection: str | None = None,
+    posteriors_in: str | None = None,
+    posteriors_out: str | None = None,
 ) -> None:
     """Backtest a strategy (or the composer) on bars from the store and write the run folder.
 
-    Writes equity.parquet, positions.parquet, trades.parquet, risk_events.parquet and summary.json.
+    Writes equity.parquet, positions.parquet, trades.parquet, risk_events.parquet and summary.json; with
+    bandit selection also decisions.parquet and posteriors.parquet.
     """
     from trader.backtest import run
     from trader.data.store import BarStore
@@ -72,6 +98,14 @@ def backtest(
             "walk-forward backtests need the Ray fan-out (issue #5), not built yet; pass --no-walkforward "
             "for one backtest over the whole range"
         )
+    if posteriors_in is not None and selection is None and strategy is None:
+        selection = "bandit"  # a warm start only means something to the bandit
+    bandit = selection == "bandit" or (selection is None and strategy is None and settings.bandit.enabled)
+    if (posteriors_in or posteriors_out) and not bandit:
+        raise ConfigError(
+            "--posteriors-in/--posteriors-out need bandit selection: --selection bandit (or bandit.enabled) "
+            "without --strategy"
+        )
     names = [s.strip() for s in symbols.split(",") if s.strip()]
     if not names:
         raise ConfigError("--symbols: give at least one symbol, e.g. --symbols SPY")
@@ -80,7 +114,22 @@ def backtest(
     if end is not None:
         end_exclusive = (dt.date.fromisoformat(end) + dt.timedelta(days=1)).isoformat()
     bars = BarStore(store or settings.data.store).read_bars(names, interval, start=start, end=end_exclusive)
-    result = run(bars, strategy, parse_params(params), settings, interval=interval)
+    posteriors = None
+    if posteriors_in is not None:
+        from trader.bandit import ContextSpec, PosteriorSet
+
+        posteriors = PosteriorSet.read(posteriors_in, expect=ContextSpec.from_settings(settings)).inflated(
+            settings.bandit.warm_start_inflation
+        )
+    result = run(
+        bars,
+        strategy,
+        parse_params(params),
+        settings,
+        interval=interval,
+        selection=selection,
+        posteriors=posteriors,
+    )
     folder = result.write(out or f"runs/backtest-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}")
     metrics = result.metrics
 
@@ -96,6 +145,14 @@ def backtest(
         f"{'n/a' if sharpe is None else f'{sharpe:.2f}'}, max drawdown {pct('max_drawdown')}, "
         f"{result.summary['trades']} fills"
     )
+    if result.posteriors is not None:
+        reward = result.summary["bandit"]["cumulative_reward"]
+        click.echo(
+            f"bandit: policy reward {reward['policy']:.2f} vs best arm {reward['best_arm']} "
+            f"{reward['best_arm_hindsight']:.2f} over {reward['decisions_scored']} decisions"
+        )
+        if posteriors_out is not None:
+            click.echo(f"wrote {result.posteriors.write(posteriors_out)}")
     click.echo(f"wrote {folder}")
 
 

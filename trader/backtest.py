@@ -7,6 +7,12 @@ a target weight per bar, decided at the bar's close; the numba simulator (:mod:`
 decision at the next bar's open with the configured costs and the risk rules of :mod:`trader.risk`; the
 metrics come from :mod:`trader.metrics`.
 
+Selection modes when no strategy is named: ``"composer"`` (the regime-weighted blend) or ``"bandit"``
+(:func:`trader.bandit.bandit_select` picks one of ``composer.strategies`` per symbol and decision period);
+``bandit.enabled: true`` in the settings, or ``run(..., selection="bandit")``, chooses the bandit. The
+result then carries the ``decisions`` table and the final ``posteriors``, and the summary a ``bandit``
+section (arm shares by regime, cumulative reward per arm, policy and best arm in hindsight).
+
 >>> from trader.config import Settings
 >>> from trader.data.synth import synth_bars
 >>> bars = synth_bars("SYN000", "1d", "2020-01-01", "2022-12-31", seed=1)
@@ -25,7 +31,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -33,6 +39,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from trader.bandit import PosteriorSet, bandit_report, bandit_select
 from trader.composer import Composer
 from trader.errors import ConfigError, DataError
 from trader.metrics import periods_per_year, summarize
@@ -41,6 +48,7 @@ from trader.sim.portfolio import SimConfig, SimResult, session_index_from_ts, si
 from trader.strategies import get_strategy
 
 DEFAULT_SYMBOL = "ASSET"
+SELECTIONS = ("composer", "bandit")
 _PACKAGES = ("trader", "numpy", "numba", "polars", "pyarrow", "exchange_calendars")
 
 
@@ -55,6 +63,9 @@ class BacktestResult:
     * ``risk_events``: ``ts, symbol, rule, detail`` per risk rule that fired (``symbol`` null = the account).
     * ``targets``: ``ts, symbol, target`` decided weights before risk rules, at every bar where they changed.
     * ``summary``: metrics, per-symbol figures, strategy and parameters, settings, data fingerprint, versions.
+    * ``decisions`` (bandit selection only): one row per symbol and decision, see
+      :func:`trader.bandit.bandit_select`; ``posteriors``: the bandit's :class:`~trader.bandit.PosteriorSet`
+      after the run (every symbol), for a warm start.
     """
 
     equity: pl.DataFrame
@@ -63,6 +74,8 @@ class BacktestResult:
     risk_events: pl.DataFrame
     targets: pl.DataFrame
     summary: dict[str, Any] = field(default_factory=dict)
+    decisions: pl.DataFrame | None = None
+    posteriors: PosteriorSet | None = None
 
     @property
     def metrics(self) -> dict[str, float]:
@@ -70,7 +83,8 @@ class BacktestResult:
         return self.summary["metrics"]
 
     def write(self, out_dir: str | Path) -> Path:
-        """Write ``equity/positions/trades/risk_events.parquet`` and ``summary.json`` into ``out_dir``.
+        """Write ``equity/positions/trades/risk_events.parquet`` and ``summary.json`` into ``out_dir``, and
+        with bandit selection ``decisions.parquet`` and ``posteriors.parquet``.
 
         All files are written into a temporary sibling folder first, then moved into place, so a crash never
         leaves a half-written run; an existing ``out_dir`` is replaced only once the new one is complete.
@@ -84,6 +98,10 @@ class BacktestResult:
             self.trades.write_parquet(staging / "trades.parquet")
             self.risk_events.write_parquet(staging / "risk_events.parquet")
             (staging / "summary.json").write_text(json.dumps(self.summary, indent=2, default=_json_default))
+            if self.decisions is not None:
+                self.decisions.write_parquet(staging / "decisions.parquet")
+            if self.posteriors is not None:
+                self.posteriors.write(staging / "posteriors.parquet")
             if target.exists():
                 old = target.with_name(f".{target.name}.old-{os.getpid()}")
                 target.rename(old)
@@ -104,20 +122,38 @@ def run(
     settings: Any,
     *,
     interval: str | None = None,
+    selection: str | None = None,
+    posteriors: PosteriorSet | None = None,
 ) -> BacktestResult:
-    """Backtest ``strategy`` (a registered name, or None for the configured composer) on ``bars``.
+    """Backtest ``strategy`` (a registered name, or None for the configured composer or bandit) on ``bars``.
 
     ``bars``: a bar frame (``ts, open, high, low, close, volume``) with a ``symbol`` column for several
     symbols; ``params``: the strategy's parameters (defaults fill the rest; validated); ``settings``: a
     :class:`trader.config.Settings`; ``interval``: the bar interval (default ``settings.data.interval``),
     which sets annualisation and, for intraday bars, the session boundaries of the daily loss limit.
+    ``selection``: ``"composer"`` or ``"bandit"`` when no strategy is named (default: ``"bandit"`` if
+    ``bandit.enabled``, else ``"composer"``); ``posteriors``: the bandit's starting posteriors (a warm
+    start; default the prior).
+
+    >>> from trader.config import load_settings
+    >>> from trader.data.synth import synth_bars
+    >>> settings = load_settings(["configs/demo.yaml"], env={})
+    >>> result = run(synth_bars("SYN000", "1d", "2020-01-01", "2022-12-31", seed=1), None, {}, settings,
+    ...              selection="bandit")
+    >>> sorted(result.summary["bandit"]["cumulative_reward"])[:2]
+    ['best_arm', 'best_arm_hindsight']
     """
     started = time.perf_counter()
     interval = interval or settings.data.interval
     frame = _prepare(bars)
     symbols = sorted(frame["symbol"].unique().to_list())
     ts = frame["ts"].unique().sort()
-    decide, described = _decider(strategy, params, settings)
+    mode = _selection(strategy, params, settings, selection, posteriors)
+    bandit_runs: list[Any] = []
+    if mode == "bandit":
+        decide, described = _bandit_decider(settings, posteriors, interval, bandit_runs)
+    else:
+        decide, described = _decider(strategy, params, settings)
 
     n_bars, n_symbols = ts.len(), len(symbols)
     open_ = np.full((n_bars, n_symbols), np.nan)
@@ -135,7 +171,10 @@ def run(
     limits = RiskLimits.from_settings(settings, periods_per_year=ppy)
     session = None if interval == "1d" else session_index_from_ts(ts, _exchange_tz(settings))
     sim = simulate(open_, close, weights, config=config, limits=limits, session_index=session)
-    return _result(frame, ts, symbols, weights, close, sim, settings, interval, described, started)
+    result = _result(frame, ts, symbols, weights, close, sim, settings, interval, described, started)
+    if mode == "bandit":
+        result = _with_bandit(result, bandit_runs, settings)
+    return result
 
 
 # -- inputs ----------------------------------------------------------------------------------------------
@@ -181,6 +220,79 @@ def _decider(
         "strategy": spec.name,
         "params": chosen,
     }
+
+
+def _selection(
+    strategy: str | None,
+    params: Mapping[str, Any] | None,
+    settings: Any,
+    selection: str | None,
+    posteriors: PosteriorSet | None,
+) -> str:
+    """``"strategy"``, ``"composer"`` or ``"bandit"``: what decides the target weights."""
+    if selection is not None and selection not in SELECTIONS:
+        raise ConfigError(f"backtest: selection {selection!r} is not one of {', '.join(SELECTIONS)}")
+    if strategy is not None:
+        if selection is not None:
+            raise ConfigError(
+                f"backtest: --selection {selection} chooses among composer.strategies; drop --strategy "
+                "(or drop --selection to backtest the one strategy)"
+            )
+        mode = "strategy"
+    elif selection is not None:
+        mode = selection
+    else:
+        mode = "bandit" if settings.bandit.enabled else "composer"
+    if posteriors is not None and mode != "bandit":
+        raise ConfigError("backtest: posteriors (--posteriors-in) need bandit selection (--selection bandit)")
+    if mode == "bandit" and params:
+        raise ConfigError(
+            "backtest: --param needs --strategy; the bandit takes its arms from composer settings"
+        )
+    return mode
+
+
+def _bandit_decider(
+    settings: Any, posteriors: PosteriorSet | None, interval: str, runs: list[Any]
+) -> tuple[Any, dict[str, Any]]:
+    """Per symbol :func:`trader.bandit.bandit_select` over ``composer.strategies``; results go to ``runs``."""
+    arms = settings.composer.strategies
+    if not arms:
+        raise ConfigError(
+            "backtest: bandit selection picks among composer.strategies, which is empty; configure the "
+            "composer (see configs/demo.yaml)"
+        )
+    start = settings.engine.min_history_bars  # the simulator's first trading bar
+
+    def decide(group: pl.DataFrame) -> np.ndarray:
+        res = bandit_select(group, arms, settings, posteriors, start_index=start, interval=interval)
+        runs.append(res)
+        return res.weights
+
+    described = {
+        "mode": "bandit",
+        "strategies": [{"name": spec.name, "params": dict(spec.params)} for spec in arms],
+        "warm_start": posteriors is not None,
+    }
+    return decide, described
+
+
+def _with_bandit(result: BacktestResult, runs: list[Any], settings: Any) -> BacktestResult:
+    """Attach the decisions, the merged posteriors and the bandit report to ``result``."""
+    arms = runs[0].arms
+    decisions = pl.concat([r.decisions for r in runs], how="vertical")
+    merged = runs[0].posteriors
+    for r in runs[1:]:
+        merged = merged.merge(PosteriorSet(r.posteriors.context, {r.symbol: r.posteriors.symbols[r.symbol]}))
+    report = bandit_report(decisions, arms)
+    report["reward_units"] = (
+        "per-period return / (per-bar volatility * sqrt(horizon))"
+        if settings.bandit.reward_scale == "vol"
+        else "per-period return, fraction"
+    )
+    report["context_features"] = list(merged.context.features)
+    summary = {**result.summary, "bandit": report}
+    return replace(result, summary=summary, decisions=decisions, posteriors=merged)
 
 
 def _exchange_tz(settings: Any) -> str:

@@ -190,6 +190,22 @@ class WalkForwardSettings(BaseModel):
     allow_truncated_final_fold: bool = Field(
         False, description="Keep a last test window shorter than test_len."
     )
+    scheme: Literal["walk_forward", "cpcv"] = Field(
+        "walk_forward", description="walk_forward (rolling/anchored) or cpcv (combinatorial purged CV)."
+    )
+    n_groups: int = Field(6, ge=2, description="CPCV: contiguous session groups N.")
+    k_test_groups: int = Field(2, ge=1, description="CPCV: test groups per split k (< n_groups).")
+    grid_size: int = Field(
+        20, ge=1, description="Parameter candidates tuned on each train window; 1 = no tuning."
+    )
+    grid_points_per_param: int = Field(5, ge=1, description="Grid values per tunable strategy parameter.")
+    warmup_sessions: int | None = Field(
+        None, ge=0, description="Sessions loaded before each fold for indicator warm-up; null = derived."
+    )
+    symbols_per_task: int | None = Field(
+        None, gt=0, description="Symbols per fold task; null = sized so a task runs >= ~100 ms."
+    )
+    max_retries: int = Field(2, ge=0, description="Ray retries of a fold task that crashed (worker died).")
 
 
 class RiskSettings(BaseModel):
@@ -328,19 +344,55 @@ class ComposerSettings(BaseModel):
         return value
 
 
+# Context feature groups of trader.bandit (kept in step with trader.bandit.FEATURE_GROUPS; a test checks).
+BanditFeature = Literal["regime", "volatility", "efficiency_ratio", "trend_strength", "momentum"]
+
+
 class BanditSettings(BaseModel):
-    """Contextual Thompson-sampling over strategies."""
+    """Contextual Thompson sampling over the composer's strategies (see :mod:`trader.bandit`).
+
+    Per arm, a Bayesian linear regression of the reward on the context with a Normal-inverse-gamma prior:
+    ``beta | sigma^2 ~ N(0, sigma^2 * prior_variance * I)``, ``sigma^2 ~ InvGamma(prior_a, prior_b)``.
+    """
 
     model_config = _MODEL_CONFIG
 
-    enabled: bool = Field(False, description="Use the bandit to weight strategies.")
-    prior_variance: float = Field(1.0, gt=0, description="Variance of the Gaussian prior on coefficients.")
-    discount: float = Field(0.99, gt=0, le=1, description="Per-update forgetting factor, fraction (0, 1].")
+    enabled: bool = Field(False, description="Let the bandit choose the strategy per symbol and period.")
+    prior_variance: float = Field(
+        1.0, gt=0, description="Prior variance of each coefficient, in units of the reward noise variance."
+    )
+    prior_a: float = Field(2.0, gt=0, description="Inverse-gamma prior shape of the reward noise variance.")
+    prior_b: float = Field(
+        1.0, gt=0, description="Inverse-gamma prior scale (reward units squared); mean = b / (a - 1)."
+    )
+    forgetting: Literal["discount", "window"] = Field(
+        "discount", description="discount = exponential forgetting; window = last `window` rewards per arm."
+    )
+    discount: float = Field(
+        0.99, gt=0, le=1, description="Per-update forgetting factor, fraction (0, 1]; 1 = remember all."
+    )
+    window: int = Field(250, gt=0, description="Rewards per arm kept when forgetting = window.")
     horizon: int = Field(5, gt=0, description="Bars ahead over which a choice's reward is measured.")
+    decision_every: int = Field(5, gt=0, description="Bars between two decisions (the decision period).")
     mode: Literal["full_information", "bandit"] = Field(
         "full_information", description="full_information = update every arm; bandit = only the one chosen."
     )
-    context_features: tuple[Symbol, ...] = Field((), description="Feature names forming the context vector.")
+    reward_scale: Literal["vol", "none"] = Field(
+        "vol", description="vol = divide the reward by the trailing volatility over the horizon; none = raw."
+    )
+    context_features: tuple[BanditFeature, ...] = Field(
+        ("regime", "volatility", "efficiency_ratio", "trend_strength"),
+        description="Feature groups forming the context vector (a bias term is always first).",
+    )
+    warm_start_inflation: float = Field(
+        1.0, ge=1, description="Loaded posteriors' coefficient variance is multiplied by this (>= 1)."
+    )
+
+    @field_validator("context_features")
+    @classmethod
+    def _unique_features(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        _check_unique(value, "")
+        return value
 
 
 class SweepSettings(BaseModel):

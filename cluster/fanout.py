@@ -1,0 +1,385 @@
+"""Fanning a walk-forward backtest out over Ray: one task per (fold, batch of symbols), results per task.
+
+The driver never touches bars. It plans the folds from the calendar, writes ``manifest.json`` and
+``fold_plan.parquet``, and submits tasks that each get the store URI, their symbols and their time window;
+a task reads its own shards, runs :func:`trader.foldrun.run_fold`, and writes its tables to
+``RUN_DIR/folds/<task>/`` with ``outcome.json`` last (the completion marker). ``resume=True`` skips tasks
+whose marker exists, after checking that the manifest (symbols, plan, candidates, settings) is the same.
+A task whose worker dies is retried by Ray (``walkforward.max_retries``); a task that fails for a data
+reason, or for any other error after its retries, is recorded as failed with the reason and shows in the
+summary. At the end the driver gathers the per-task tables and writes the run's outputs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import math
+import os
+import resource
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from trader.errors import ConfigError, DataError, StoreError
+from trader.rundir import RunDir
+
+__all__ = ["WalkForwardRequest", "batch_symbols", "run_walkforward"]
+
+log = logging.getLogger(__name__)
+
+MANIFEST_VERSION = 1
+# Aim for tasks of at least this many seconds (Ray's per-task overhead is 1-3 ms here).
+TARGET_TASK_SECONDS = 0.25
+# Rough cost of one bar x candidate in a fold task (signals, blend, simulation), seconds; sizes batches.
+COST_PER_BAR_CANDIDATE_S = 6e-8
+TABLES = ("returns", "trades", "risk_events", "selection", "params")
+
+
+@dataclass(frozen=True)
+class WalkForwardRequest:
+    """What to run: symbols and the inclusive date range, strategy (None = composer) and its parameters, the
+    store URI and bar interval (None = from settings), and the run folder."""
+
+    symbols: tuple[str, ...]
+    start: dt.date | None
+    end: dt.date | None
+    strategy: str | None
+    params: dict[str, Any]
+    store: str | None
+    interval: str | None
+    run_dir: str
+
+
+def _bars_per_session(interval: str) -> float:
+    from trader.data.schema import interval_ns
+
+    if interval == "1d":
+        return 1.0
+    return 390.0 * 60e9 / interval_ns(interval)
+
+
+def batch_symbols(symbols: Sequence[str], per_task: int) -> list[list[str]]:
+    """Contiguous batches of ``per_task`` symbols (the last may be shorter), in the given order."""
+    return [list(symbols[i : i + per_task]) for i in range(0, len(symbols), per_task)]
+
+
+def _auto_batch(n_symbols: int, n_folds: int, bars_per_symbol: float, n_candidates: int, cpus: int) -> int:
+    per_symbol_s = max(bars_per_symbol * n_candidates * COST_PER_BAR_CANDIDATE_S, 1e-3)
+    size = max(1, math.ceil(TARGET_TASK_SECONDS / per_symbol_s))
+    # Keep at least two tasks per CPU when the work allows, so no core idles at the tail.
+    most = max(1, math.ceil(n_symbols * n_folds / max(1, 2 * cpus)))
+    return int(min(size, most, n_symbols))
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _fold_task(
+    store_uri: str,
+    run_uri: str,
+    key: str,
+    interval: str,
+    tz: str,
+    symbols: list[str],
+    fold: Any,
+    window: tuple[dt.datetime, dt.datetime],
+    candidates: list[Any],
+    settings: Any,
+) -> dict[str, Any]:
+    """One (fold, batch): read its bars, tune and test, write ``folds/<key>/``; return a small status."""
+    from trader.backtest import data_fingerprint
+    from trader.data.store import BarStore
+    from trader.foldrun import FoldOutcome, run_fold
+
+    started = time.perf_counter()
+    run = RunDir(run_uri)
+    fingerprint = None
+    try:
+        bars = BarStore(store_uri).read_bars(symbols, interval, window[0], window[1])
+        fingerprint = data_fingerprint(bars) if bars.height else None
+        outcome = run_fold(bars, fold, candidates, settings, interval=interval, tz=tz, symbols=symbols)
+    except (DataError, StoreError) as exc:
+        empty = run_fold(pl.DataFrame(), fold, candidates, settings, interval=interval, tz=tz, symbols=[])
+        outcome = FoldOutcome(
+            fold=int(fold.fold),
+            symbols=symbols,
+            returns=empty.returns,
+            trades=empty.trades,
+            risk_events=empty.risk_events,
+            selection=empty.selection,
+            params=empty.params,
+            failures=[{"fold": int(fold.fold), "symbol": s, "reason": str(exc)} for s in symbols],
+        )
+    for name in TABLES:
+        run.write_parquet(f"folds/{key}/{name}.parquet", getattr(outcome, name))
+    status = {
+        "key": key,
+        "fold": int(fold.fold),
+        "symbols": symbols,
+        "failures": outcome.failures,
+        "data_fingerprint": fingerprint,
+        "seconds": round(time.perf_counter() - started, 4),
+        # Peak resident memory of the worker process so far (Linux reports KiB), for the benchmarks.
+        "worker_max_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "worker_pid": os.getpid(),
+    }
+    run.write_json(f"folds/{key}/outcome.json", status)  # last: marks the task done for --resume
+    return status
+
+
+def run_walkforward(
+    request: WalkForwardRequest, settings: Any, *, resume: bool = False, progress: bool = True
+) -> dict[str, Any]:
+    """Run (or resume) a walk-forward backtest on Ray and write every output to ``request.run_dir``.
+
+    Returns the summary written to ``summary.json``. Raises ConfigError for an unusable request (unknown
+    symbols, a plan that does not fit the dates, an existing run folder without ``resume``, a resumed run
+    whose manifest differs).
+    """
+    import ray
+    from tqdm import tqdm
+
+    from cluster.runtime import connect, task_settings
+    from trader.calendar import get_calendar
+    from trader.data.store import BarStore
+    from trader.tuning import candidate_grid, warmup_bars
+    from trader.walkforward import plan_from_settings
+
+    started_at = dt.datetime.now(dt.UTC)
+    t0 = time.perf_counter()
+    wf = settings.walkforward
+    interval = request.interval or settings.data.interval
+    store = BarStore(request.store or settings.data.store)
+    run = RunDir(request.run_dir)
+    calendar = get_calendar(settings.data.exchange)
+
+    known = set(store.symbols(interval))
+    symbols = sorted(set(request.symbols))
+    missing = [s for s in symbols if s not in known]
+    if not symbols:
+        raise ConfigError("walk-forward: no symbols given")
+    if missing:
+        raise ConfigError(
+            f"walk-forward: no {interval} bars in store {store.uri} for {', '.join(missing)}; "
+            f"ingest them or check --symbols (`trader data ls --store {store.uri}`)"
+        )
+    listing = store.list_bars().filter(pl.col("interval") == interval, pl.col("symbol").is_in(symbols))
+    first = request.start or listing["first_ts"].min().date()
+    last = request.end or listing["last_ts"].max().date()
+    sessions = calendar.sessions(first, last)
+    plan = plan_from_settings(sessions, wf)
+    candidates = candidate_grid(
+        settings,
+        request.strategy,
+        request.params,
+        size=wf.grid_size,
+        points_per_param=wf.grid_points_per_param,
+    )
+    bars_per_session = _bars_per_session(interval)
+    warm_sessions = wf.warmup_sessions
+    if warm_sessions is None:
+        warm_sessions = math.ceil(warmup_bars(candidates, settings) / bars_per_session) + 1
+
+    manifest = {
+        "version": MANIFEST_VERSION,
+        "symbols": symbols,
+        "interval": interval,
+        "store": store.uri,
+        "start": str(first),
+        "end": str(last),
+        "strategy": request.strategy,
+        "params": request.params,
+        "plan": _digest(plan.table.to_dicts()),
+        "candidates": _digest([(c.strategy, c.params) for c in candidates]),
+        "settings": _digest(json.loads(settings.model_dump_json())),
+        "warmup_sessions": warm_sessions,
+    }
+    if run.exists("manifest.json"):
+        if not resume:
+            raise ConfigError(
+                f"run folder {run.uri} already holds a run; pass --resume to finish it, or choose a new --out"
+            )
+        old = run.read_json("manifest.json")
+        diff = sorted(
+            k for k in manifest if k != "batches" and old.get(k) != json.loads(json.dumps(manifest[k]))
+        )
+        if diff:
+            raise ConfigError(
+                f"--resume {run.uri}: the run was started with different {', '.join(diff)}; "
+                "resume with the same config and arguments, or start a new run"
+            )
+        manifest["batches"] = old["batches"]
+        manifest["run_id"] = old["run_id"]
+    elif resume:
+        raise ConfigError(f"--resume {run.uri}: no run there to resume (manifest.json missing)")
+
+    with connect(settings) as ctx:
+        span_sessions = max(
+            (calendar.session_count(f.first_session, f.last_session) for f in plan.folds), default=1
+        )
+        if "batches" not in manifest:
+            bars_per_symbol = (span_sessions + warm_sessions) * bars_per_session
+            per_task = wf.symbols_per_task or _auto_batch(
+                len(symbols), plan.n_folds, bars_per_symbol, len(candidates), max(ctx.num_cpus, 1)
+            )
+            manifest["batches"] = batch_symbols(symbols, per_task)
+            manifest["run_id"] = f"wf-{started_at:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
+            run.write_json("manifest.json", manifest)
+            run.write_parquet("fold_plan.parquet", plan.table)
+        batches: list[list[str]] = manifest["batches"]
+        tasks = []
+        session_arr = np.asarray(sessions, dtype="datetime64[D]")
+        for fold in plan.folds:
+            i0 = int(np.searchsorted(session_arr, np.datetime64(fold.first_session, "D")))
+            warm_start = session_arr[max(0, i0 - warm_sessions)].astype(dt.date)
+            window = (
+                dt.datetime.combine(warm_start, dt.time(), dt.UTC),
+                dt.datetime.combine(fold.last_session + dt.timedelta(days=1), dt.time(), dt.UTC),
+            )
+            for b, batch in enumerate(batches):
+                tasks.append((f"f{fold.fold:04d}-b{b:03d}", fold, batch, window))
+        done = _done_keys(run) & {t[0] for t in tasks} if resume else set()
+        pending = [t for t in tasks if t[0] not in done]
+        remote = ray.remote(num_cpus=1, max_retries=wf.max_retries, retry_exceptions=False)(_fold_task)
+        shared_candidates = ray.put(candidates)
+        shared_settings = ray.put(task_settings(settings))
+        tz = calendar.tz
+        refs = {
+            remote.remote(
+                store.uri, run.uri, key, interval, tz, batch, fold, window, shared_candidates, shared_settings
+            ): (key, fold, batch)
+            for key, fold, batch, window in pending
+        }
+        errors: list[dict[str, Any]] = []
+        bar = tqdm(
+            total=len(tasks), initial=len(tasks) - len(pending), unit="task",
+            desc=f"walk-forward {plan.n_folds} folds", disable=not progress, file=sys.stderr,
+            mininterval=0.5, dynamic_ncols=True,
+        )  # fmt: skip
+        with bar:
+            waiting = list(refs)
+            while waiting:
+                ready, waiting = ray.wait(waiting, num_returns=1)
+                for ref in ready:
+                    key, fold, batch = refs[ref]
+                    try:
+                        ray.get(ref)
+                    except Exception as exc:  # the task's error after its retries: keep the reason, go on
+                        reason = _task_error(exc)
+                        log.warning("task %s failed: %s", key, reason)
+                        errors.extend({"fold": int(fold.fold), "symbol": s, "reason": reason} for s in batch)
+                    bar.update(1)
+    summary = _finish(run, manifest, plan, settings, interval, candidates, errors, started_at, t0, len(done))
+    return summary
+
+
+def _task_error(exc: BaseException) -> str:
+    cause = getattr(exc, "cause", None) or exc
+    text = f"{type(cause).__name__}: {cause}"
+    return text.splitlines()[0][:500] if text else type(exc).__name__
+
+
+def _done_keys(run: RunDir) -> set[str]:
+    return {p.split("/")[1] for p in run.list("folds") if p.endswith("/outcome.json")}
+
+
+def _read_tables(run: RunDir) -> tuple[dict[str, pl.DataFrame], list[dict[str, Any]], str]:
+    """Every finished task's tables concatenated, its failures, and a digest of the bars the tasks read."""
+    from trader import foldrun
+
+    schemas = {
+        "returns": foldrun._RETURN_SCHEMA,
+        "trades": foldrun._TRADE_SCHEMA,
+        "risk_events": foldrun._EVENT_SCHEMA,
+        "selection": foldrun._SELECTION_SCHEMA,
+        "params": foldrun._PARAMS_SCHEMA,
+    }
+    parts: dict[str, list[pl.DataFrame]] = {k: [] for k in TABLES}
+    failures: list[dict[str, Any]] = []
+    prints: list[str] = []
+    for key in sorted(_done_keys(run)):
+        outcome = run.read_json(f"folds/{key}/outcome.json")
+        failures.extend(outcome["failures"])
+        prints.append(f"{key}:{outcome.get('data_fingerprint')}")
+        for name in TABLES:
+            parts[name].append(run.read_parquet(f"folds/{key}/{name}.parquet"))
+    tables = {
+        name: pl.concat(frames).cast(schemas[name]) if frames else pl.DataFrame(schema=schemas[name])
+        for name, frames in parts.items()
+    }
+    return tables, failures, hashlib.sha256("\n".join(prints).encode()).hexdigest()
+
+
+def _finish(
+    run: RunDir,
+    manifest: dict[str, Any],
+    plan: Any,
+    settings: Any,
+    interval: str,
+    candidates: list[Any],
+    errors: list[dict[str, Any]],
+    started_at: dt.datetime,
+    t0: float,
+    resumed_tasks: int,
+) -> dict[str, Any]:
+    from trader.backtest import versions
+    from trader.oos import oos_summary, stitch_equity
+
+    tables, failures, fingerprint = _read_tables(run)
+    failures = failures + errors
+    returns = tables["returns"].sort("ts", "symbol", "fold")
+    equity = stitch_equity(returns, float(settings.engine.initial_cash)).select("ts", "equity", "benchmark")
+    run.write_parquet("oos_returns.parquet", returns.select("ts", "symbol", "fold", "return"))
+    run.write_parquet("equity.parquet", equity)
+    run.write_parquet("trades.parquet", tables["trades"].sort("ts", "symbol"))
+    run.write_parquet("params.parquet", tables["params"].sort("fold", "symbol"))
+    run.write_parquet("risk_events.parquet", tables["risk_events"].sort("ts", "symbol"))
+    run.write_parquet("selection.parquet", tables["selection"].sort("ts", "symbol"))
+    metrics = oos_summary(
+        returns=returns,
+        trades=tables["trades"],
+        params=tables["params"],
+        plan_table=plan.table,
+        failures=failures,
+        interval=interval,
+        initial_cash=float(settings.engine.initial_cash),
+        n_trials=len(candidates),
+    )
+    finished_at = dt.datetime.now(dt.UTC)
+    summary = {
+        "run_id": manifest["run_id"],
+        "mode": plan.kind,
+        "interval": interval,
+        "symbols": manifest["symbols"],
+        "start": manifest["start"],
+        "end": manifest["end"],
+        "strategy": manifest["strategy"] or "composer",
+        "n_folds": plan.n_folds,
+        "n_tasks": len(plan.folds) * len(manifest["batches"]),
+        "resumed_tasks": resumed_tasks,
+        **metrics,
+        "settings": json.loads(settings.model_dump_json()),
+        "data_fingerprint": fingerprint,
+        "versions": versions(),
+        "wall_s": round(time.perf_counter() - t0, 3),
+        "started_at": started_at.isoformat(),
+        "finished_at": finished_at.isoformat(),
+    }
+    run.write_json("summary.json", summary)
+    try:
+        from trader.report import build_report
+
+        summary["report"] = build_report(run.uri)
+    except ImportError:  # pragma: no cover - the report package ships with trader
+        summary["report"] = None
+    return summary

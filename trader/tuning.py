@@ -1,0 +1,341 @@
+"""Parameter candidates for per-fold tuning, their target weights, and scoring many runs at once.
+
+A walk-forward fold is tuned on its train window by trying a small, deterministic set of *candidates* and
+keeping the one with the best level-2 composite score (:func:`trader.composer.composite_score`):
+
+* single-strategy mode (``strategy="sma_cross"``): candidate 0 is the given (or default) parameters, the
+  others are drawn without replacement from the strategy's grid (:meth:`StrategyDef.grid`);
+* composer mode (``strategy=None``): candidate 0 is the configured composer; each other candidate keeps the
+  composer's blend settings and draws every strategy's parameters from that strategy's grid.
+
+Draws come from ``numpy.random.default_rng`` seeded by ``engine.rng_seed``: the same settings give the same
+candidates on every worker. ``grid_size`` candidates are tried (fewer when the grid is smaller).
+
+Scoring (:func:`score_runs`) reads the per-bar returns and fills of a :class:`trader.sim.BatchResult` (one
+run per candidate, each with its own cash) over a window of bars and computes, per run, exactly the metrics
+the composite score needs: CAGR, annualised Sharpe, max drawdown, and win rate and average return of closed
+round trips (net of commission, as :func:`trader.backtest.run` counts them).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numba import njit
+
+from trader.composer import Composer, composite_score
+from trader.errors import ConfigError
+from trader.strategies import get_strategy
+from trader.strategies.base import StrategyDef, as_bar_arrays
+
+__all__ = [
+    "Candidate",
+    "candidate_grid",
+    "candidate_weights",
+    "round_trip_stats",
+    "score_runs",
+    "warmup_bars",
+]
+
+# Bars of history the regime labels need before they are defined (vol window + its own lookback), so that a
+# window's first decision sees the same regimes a whole-history run would.
+_REGIME_WARMUP = 252 + 20
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One configuration to try: ``strategy`` is a registered name or ``"composer"``.
+
+    ``params``: the strategy's parameters, or for the composer ``{strategy name: params}`` (names made unique
+    with ``#2``... when a strategy appears twice). ``index`` is its position in the grid (0 = configured).
+    """
+
+    index: int
+    strategy: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        """The parameters as a JSON object with sorted keys (what ``params.parquet`` stores)."""
+        return json.dumps(self.params, sort_keys=True, default=float)
+
+
+def _unique_names(names: Sequence[str]) -> list[str]:
+    seen: dict[str, int] = {}
+    out = []
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        out.append(name if seen[name] == 1 else f"{name}#{seen[name]}")
+    return out
+
+
+def _draw(pool: list[dict[str, Any]], taken: set[str], rng: np.random.Generator) -> dict[str, Any]:
+    """A grid point not yet used when possible (so candidates differ), else any."""
+    order = rng.permutation(len(pool))
+    for i in order:
+        key = json.dumps(pool[i], sort_keys=True, default=float)
+        if key not in taken:
+            return pool[i]
+    return pool[int(order[0])]
+
+
+def candidate_grid(
+    settings: Any,
+    strategy: str | None = None,
+    params: Mapping[str, Any] | None = None,
+    *,
+    size: int = 20,
+    points_per_param: int = 5,
+) -> list[Candidate]:
+    """The ``size`` candidates tuned per fold (see the module docstring); candidate 0 is the configuration.
+
+    ``points_per_param``: values per tunable parameter in each strategy's grid. ``size=1`` means no tuning.
+
+    >>> from trader.config import load_settings
+    >>> s = load_settings(["configs/demo.yaml"], env={})
+    >>> grid = candidate_grid(s, size=4)
+    >>> [c.index for c in grid], sorted(grid[0].params)
+    ([0, 1, 2, 3], ['donchian_breakout', 'rsi_reversion', 'sma_cross'])
+    """
+    if size < 1:
+        raise ConfigError(f"tuning grid size must be >= 1, got {size}")
+    rng = np.random.default_rng([int(settings.engine.rng_seed), 0x7475_6E65])  # "tune"
+    if strategy is not None:
+        spec = get_strategy(strategy)
+        base = spec.validate(dict(params or {}))
+        out = [Candidate(0, spec.name, base)]
+        taken = {json.dumps(base, sort_keys=True, default=float)}
+        pool = spec.grid(points_per_param)
+        while len(out) < size and len(taken) < len(pool) + 1:
+            point = _draw(pool, taken, rng)
+            key = json.dumps(point, sort_keys=True, default=float)
+            if key in taken:
+                break
+            taken.add(key)
+            out.append(Candidate(len(out), spec.name, point))
+        return out
+    if params:
+        raise ConfigError(
+            "tuning: parameters need a strategy; the composer takes its parameters from settings"
+        )
+    composer = Composer.from_settings(settings)
+    if not composer.strategies:
+        raise ConfigError("tuning: composer.strategies is empty; configure strategies or name one")
+    names = _unique_names([spec.name for spec, _ in composer.strategies])
+    base = {name: dict(p) for name, (_, p) in zip(names, composer.strategies, strict=True)}
+    out = [Candidate(0, "composer", base)]
+    pools = [spec.grid(points_per_param) for spec, _ in composer.strategies]
+    seen = {json.dumps(base, sort_keys=True, default=float)}
+    attempts = 0
+    while len(out) < size and attempts < 20 * size:
+        attempts += 1
+        point = {
+            name: dict(pool[int(rng.integers(len(pool)))]) for name, pool in zip(names, pools, strict=True)
+        }
+        key = json.dumps(point, sort_keys=True, default=float)
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append(Candidate(len(out), "composer", point))
+    return out
+
+
+def _strategy_specs(candidate: Candidate) -> list[tuple[StrategyDef, dict[str, Any]]]:
+    if candidate.strategy != "composer":
+        spec = get_strategy(candidate.strategy)
+        return [(spec, spec.validate(dict(candidate.params)))]
+    out = []
+    for name, p in candidate.params.items():
+        spec = get_strategy(name.split("#", 1)[0])
+        out.append((spec, spec.validate(dict(p))))
+    return out
+
+
+def warmup_bars(candidates: Sequence[Candidate], settings: Any) -> int:
+    """Bars of history before a window that make its first decision equal to a whole-history run's.
+
+    The largest of: every candidate strategy's own warm-up, the composer's scoring lookback plus
+    ``engine.min_history_bars``, and (when a regime bias is set) the regime labels' warm-up.
+    """
+    need = int(settings.engine.min_history_bars)
+    composer_used = any(c.strategy == "composer" for c in candidates)
+    for candidate in candidates:
+        for spec, p in _strategy_specs(candidate):
+            need = max(need, int(spec.warmup(p)) + 1)
+    if composer_used:
+        section = settings.composer
+        need = max(need, int(section.lookback) + int(settings.engine.min_history_bars))
+        if any(b != 0.0 for b in (section.trend_bias, section.chop_bias, section.volatile_bias)):
+            need = max(need, _REGIME_WARMUP)
+    return need
+
+
+def candidate_weights(bars: Any, candidates: Sequence[Candidate], settings: Any) -> np.ndarray:
+    """Target weights of every candidate on one symbol's bars: shape (bars, candidates), decided at closes.
+
+    Each distinct (strategy, params) signal and the regime labels are computed once and shared between
+    candidates. ``engine.min_history_bars`` counts from the first bar given.
+    """
+    need = ("open", "high", "low", "close", "volume")
+    arrays = as_bar_arrays(bars, need, where="tuning")
+    n = len(arrays)
+    out = np.empty((n, len(candidates)))
+    base = Composer.from_settings(settings) if any(c.strategy == "composer" for c in candidates) else None
+    signal_cache: dict[str, np.ndarray] = {}
+    regimes = base.regimes(arrays) if base is not None and base._needs_regimes() else None
+    for j, candidate in enumerate(candidates):
+        if candidate.strategy != "composer":
+            spec, p = _strategy_specs(candidate)[0]
+            w = spec.run(arrays, p)
+            w[: int(settings.engine.min_history_bars)] = 0.0
+            out[:, j] = w
+            continue
+        assert base is not None
+        specs = _strategy_specs(candidate)
+        targets = np.empty((n, len(specs)))
+        for k, (spec, p) in enumerate(specs):
+            key = spec.name + json.dumps(p, sort_keys=True, default=float)
+            if key not in signal_cache:
+                signal_cache[key] = _composer_signal(base, spec, p, arrays)
+            targets[:, k] = signal_cache[key]
+        composer = Composer(
+            strategies=tuple(specs),
+            lookback=base.lookback,
+            temperature=base.temperature,
+            trend_bias=base.trend_bias,
+            chop_bias=base.chop_bias,
+            volatile_bias=base.volatile_bias,
+            min_confidence=base.min_confidence,
+            min_history_bars=base.min_history_bars,
+            hold_on_nan=base.hold_on_nan,
+            score_weights=base.score_weights,
+        )
+        out[:, j] = _blend(composer, targets, arrays.close, regimes)
+    return out
+
+
+def _composer_signal(base: Composer, spec: StrategyDef, params: dict[str, Any], arrays: Any) -> np.ndarray:
+    """One strategy's targets as Composer.strategy_targets makes them (NaN where an input is missing)."""
+    single = Composer(strategies=((spec, params),), min_history_bars=base.min_history_bars)
+    return single.strategy_targets(arrays)[:, 0]
+
+
+def _blend(composer: Composer, targets: np.ndarray, close: np.ndarray, regimes: Any) -> np.ndarray:
+    from trader.composer import blend_targets
+
+    returns = np.full(close.shape, np.nan)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        returns[1:] = close[1:] / close[:-1] - 1.0
+    return blend_targets(
+        targets,
+        returns,
+        regimes,
+        composer.styles,
+        lookback=composer.lookback,
+        temperature=composer.temperature,
+        trend_bias=composer.trend_bias,
+        chop_bias=composer.chop_bias,
+        volatile_bias=composer.volatile_bias,
+        min_confidence=composer.min_confidence,
+        min_history_bars=composer.min_history_bars,
+        hold_on_nan=composer.hold_on_nan,
+        include_flat=composer.include_flat,
+    ).target
+
+
+@njit(cache=True)
+def round_trip_stats(
+    run: np.ndarray, qty: np.ndarray, price: np.ndarray, fee: np.ndarray, n_runs: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per run: (closed round trips, winning trips, sum of trip returns); trips as in trader.backtest.
+
+    Fills must be in time order within each run (signed ``qty`` in shares, ``price`` the fill price,
+    ``fee`` the commission). A trip runs from flat to flat (or to a flip); its return is its P&L net of
+    commission over its gross entry notional (fraction). An open position at the end is no trip.
+    """
+    trips = np.zeros(n_runs, np.int64)
+    wins = np.zeros(n_runs, np.int64)
+    total = np.zeros(n_runs)
+    current = -1
+    pos = cost = pnl = entry = 0.0
+    for i in range(run.shape[0]):
+        r = run[i]
+        if r != current:
+            current = r
+            pos = cost = pnl = entry = 0.0
+        signed = qty[i]
+        px = price[i]
+        pnl -= fee[i]
+        while signed != 0.0:
+            if pos == 0.0 or (signed > 0.0) == (pos > 0.0):
+                cost += signed * px
+                entry += abs(signed) * px
+                pos += signed
+                signed = 0.0
+                continue
+            closing = math.copysign(min(abs(signed), abs(pos)), signed)
+            avg = cost / pos
+            pnl += -closing * (px - avg)
+            cost -= -closing * avg
+            pos += closing
+            signed -= closing
+            if abs(pos) < 1e-12:
+                ret = pnl / entry if entry > 0.0 else 0.0
+                trips[r] += 1
+                total[r] += ret
+                if ret > 0.0:
+                    wins[r] += 1
+                pos = cost = pnl = entry = 0.0
+    return trips, wins, total
+
+
+def score_runs(
+    returns: np.ndarray,
+    trades: Any,
+    *,
+    periods_per_year: float,
+    score_weights: Any,
+) -> tuple[np.ndarray, list[dict[str, float]]]:
+    """Composite scores and their metrics for each run (column) of a (bars, runs) ``returns`` matrix.
+
+    ``returns``: per-bar simple returns of each run's equity (fractions; several windows may be stacked).
+    ``trades``: the batch's trade frame (``run``, ``side``, ``qty``, ``price``, ``commission``; in time order
+    within each run). Metrics (fractions; Sharpe annualised with ``periods_per_year``): ``cagr``, ``sharpe``,
+    ``max_drawdown`` (positive), ``win_rate`` and ``avg_trade`` (NaN without closed trips; the composite score
+    is then NaN when those weights are positive, which ranks the run last), ``n_trips``.
+    """
+    rets = np.asarray(returns, dtype=np.float64)
+    n_bars, n_runs = rets.shape
+    growth = np.prod(1.0 + rets, axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cagr = np.where(growth > 0, growth ** (periods_per_year / max(n_bars, 1)) - 1.0, -1.0)
+        std = rets.std(axis=0, ddof=1) if n_bars > 1 else np.full(n_runs, np.nan)
+        sharpe = np.where(std > 0, rets.mean(axis=0) / std * math.sqrt(periods_per_year), np.nan)
+        equity = np.vstack((np.ones((1, n_runs)), np.cumprod(1.0 + rets, axis=0)))
+        drawdown = (1.0 - equity / np.maximum.accumulate(equity, axis=0)).max(axis=0)
+    signed = np.where(trades["side"].to_numpy() == "buy", 1.0, -1.0) * trades["qty"].to_numpy()
+    trips, wins, total = round_trip_stats(
+        trades["run"].to_numpy().astype(np.int64),
+        np.ascontiguousarray(signed, dtype=np.float64),
+        trades["price"].to_numpy().astype(np.float64),
+        trades["commission"].to_numpy().astype(np.float64),
+        n_runs,
+    )
+    scores = np.empty(n_runs)
+    metrics: list[dict[str, float]] = []
+    for r in range(n_runs):
+        m = {
+            "cagr": float(cagr[r]),
+            "sharpe": float(sharpe[r]),
+            "max_drawdown": float(drawdown[r]),
+            "win_rate": float(wins[r] / trips[r]) if trips[r] else math.nan,
+            "avg_trade": float(total[r] / trips[r]) if trips[r] else math.nan,
+            "n_trips": float(trips[r]),
+        }
+        metrics.append(m)
+        scores[r] = composite_score(m, score_weights)
+    return scores, metrics
