@@ -32,22 +32,19 @@ import polars as pl
 from trader.errors import ConfigError, DataError, StoreError
 from trader.rundir import RunDir
 
-__all__ = ["WalkForwardRequest", "batch_symbols", "run_walkforward"]
+__all__ = ["WalkForwardRequest", "batch_symbols", "plan_tasks", "run_walkforward"]
 
 log = logging.getLogger(__name__)
 
 MANIFEST_VERSION = 1
-# Aim for tasks of at least this many seconds (Ray's per-task overhead is 1-3 ms here).
-TARGET_TASK_SECONDS = 0.25
-# Rough cost of one bar x candidate in a fold task (signals, blend, simulation), seconds; sizes batches.
-COST_PER_BAR_CANDIDATE_S = 6e-8
 TABLES = ("returns", "trades", "risk_events", "selection", "params")
 
 
 @dataclass(frozen=True)
 class WalkForwardRequest:
     """What to run: symbols and the inclusive date range, strategy (None = composer) and its parameters, the
-    store URI and bar interval (None = from settings), and the run folder."""
+    store URI and bar interval (None = from settings), the run folder, and the selection mode without a
+    strategy (``composer``: tune the composer grid; ``bandit``: Thompson sampling over its strategies)."""
 
     symbols: tuple[str, ...]
     start: dt.date | None
@@ -57,6 +54,7 @@ class WalkForwardRequest:
     store: str | None
     interval: str | None
     run_dir: str
+    selection: str = "composer"
 
 
 def _bars_per_session(interval: str) -> float:
@@ -72,69 +70,94 @@ def batch_symbols(symbols: Sequence[str], per_task: int) -> list[list[str]]:
     return [list(symbols[i : i + per_task]) for i in range(0, len(symbols), per_task)]
 
 
-def _auto_batch(n_symbols: int, n_folds: int, bars_per_symbol: float, n_candidates: int, cpus: int) -> int:
-    per_symbol_s = max(bars_per_symbol * n_candidates * COST_PER_BAR_CANDIDATE_S, 1e-3)
-    size = max(1, math.ceil(TARGET_TASK_SECONDS / per_symbol_s))
-    # Keep at least two tasks per CPU when the work allows, so no core idles at the tail.
-    most = max(1, math.ceil(n_symbols * n_folds / max(1, 2 * cpus)))
-    return int(min(size, most, n_symbols))
-
-
 def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def plan_tasks(n_symbols: int, n_folds: int, cpus: int) -> tuple[int, int]:
+    """``(symbols_per_task, folds_per_task)`` when the settings leave them to us.
+
+    A task runs a group of consecutive folds for a batch of symbols, one symbol at a time (memory stays that
+    of one symbol's span). All folds share one task by default, so each symbol's signals over the span are
+    computed once instead of once per fold (overlapping train windows and warm-ups). Symbols are split into at
+    least two batches per CPU so no core idles at the tail; with fewer symbols than that, folds are split
+    into groups instead.
+    """
+    want = max(1, 2 * cpus)
+    per_task = max(1, math.ceil(n_symbols / want))
+    batches = math.ceil(n_symbols / per_task)
+    groups = min(n_folds, max(1, math.ceil(want / batches)))
+    return per_task, math.ceil(n_folds / groups)
 
 
 def _fold_task(
     store_uri: str,
     run_uri: str,
-    key: str,
+    keys: list[str],
     interval: str,
     tz: str,
     symbols: list[str],
-    fold: Any,
+    folds: list[Any],
     window: tuple[dt.datetime, dt.datetime],
     candidates: list[Any],
     settings: Any,
-) -> dict[str, Any]:
-    """One (fold, batch): read its bars, tune and test, write ``folds/<key>/``; return a small status."""
+    selection: str,
+) -> list[dict[str, Any]]:
+    """A group of folds for a batch of symbols: read each symbol's bars for the span, tune and test every
+    fold, write ``folds/<key>/`` per fold (``outcome.json`` last); return small statuses."""
     from trader.backtest import data_fingerprint
     from trader.data.store import BarStore
-    from trader.foldrun import FoldOutcome, run_fold
+    from trader.foldrun import run_folds
 
     started = time.perf_counter()
     run = RunDir(run_uri)
-    fingerprint = None
-    try:
-        bars = BarStore(store_uri).read_bars(symbols, interval, window[0], window[1])
-        fingerprint = data_fingerprint(bars) if bars.height else None
-        outcome = run_fold(bars, fold, candidates, settings, interval=interval, tz=tz, symbols=symbols)
-    except (DataError, StoreError) as exc:
-        empty = run_fold(pl.DataFrame(), fold, candidates, settings, interval=interval, tz=tz, symbols=[])
-        outcome = FoldOutcome(
-            fold=int(fold.fold),
-            symbols=symbols,
-            returns=empty.returns,
-            trades=empty.trades,
-            risk_events=empty.risk_events,
-            selection=empty.selection,
-            params=empty.params,
-            failures=[{"fold": int(fold.fold), "symbol": s, "reason": str(exc)} for s in symbols],
-        )
-    for name in TABLES:
-        run.write_parquet(f"folds/{key}/{name}.parquet", getattr(outcome, name))
-    status = {
-        "key": key,
-        "fold": int(fold.fold),
-        "symbols": symbols,
-        "failures": outcome.failures,
-        "data_fingerprint": fingerprint,
-        "seconds": round(time.perf_counter() - started, 4),
-        # Peak resident memory of the worker process so far (Linux reports KiB), for the benchmarks.
-        "worker_max_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "worker_pid": os.getpid(),
-    }
-    run.write_json(f"folds/{key}/outcome.json", status)  # last: marks the task done for --resume
-    return status
+    store = BarStore(store_uri)
+    tables: list[dict[str, list[pl.DataFrame]]] = [{name: [] for name in TABLES} for _ in folds]
+    failures: list[list[dict[str, Any]]] = [[] for _ in folds]
+    prints: list[str] = []
+    for symbol in symbols:
+        try:
+            bars = store.read_bars([symbol], interval, window[0], window[1])
+            outcomes = run_folds(
+                bars,
+                folds,
+                candidates,
+                settings,
+                interval=interval,
+                tz=tz,
+                symbols=[symbol],
+                selection=selection,
+            )
+        except (DataError, StoreError) as exc:  # a data reason: report it for this symbol, go on
+            for k, fold in enumerate(folds):
+                failures[k].append({"fold": int(fold.fold), "symbol": symbol, "reason": str(exc)})
+            continue
+        prints.append(data_fingerprint(bars) if bars.height else f"{symbol}:empty")
+        for k, outcome in enumerate(outcomes):
+            failures[k].extend(outcome.failures)
+            for name in TABLES:
+                tables[k][name].append(getattr(outcome, name))
+    fingerprint = hashlib.sha256("\n".join(prints).encode()).hexdigest()
+    statuses = []
+    for k, (key, fold) in enumerate(zip(keys, folds, strict=True)):
+        for name in TABLES:
+            run.write_parquet(
+                f"folds/{key}/{name}.parquet", pl.concat(tables[k][name], how="vertical_relaxed")
+            )
+        status = {
+            "key": key,
+            "fold": int(fold.fold),
+            "symbols": symbols,
+            "failures": failures[k],
+            "data_fingerprint": fingerprint,
+            "seconds": round((time.perf_counter() - started) / len(folds), 4),
+            # Peak resident memory of the worker process so far (Linux reports KiB), for the benchmarks.
+            "worker_max_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "worker_pid": os.getpid(),
+        }
+        run.write_json(f"folds/{key}/outcome.json", status)  # last: marks this fold of the batch done
+        statuses.append(status)
+    return statuses
 
 
 def run_walkforward(
@@ -199,6 +222,7 @@ def run_walkforward(
         "end": str(last),
         "strategy": request.strategy,
         "params": request.params,
+        "selection": request.selection,
         "plan": _digest(plan.table.to_dicts()),
         "candidates": _digest([(c.strategy, c.params) for c in candidates]),
         "settings": _digest(json.loads(settings.model_dump_json())),
@@ -210,76 +234,81 @@ def run_walkforward(
                 f"run folder {run.uri} already holds a run; pass --resume to finish it, or choose a new --out"
             )
         old = run.read_json("manifest.json")
-        diff = sorted(
-            k for k in manifest if k != "batches" and old.get(k) != json.loads(json.dumps(manifest[k]))
-        )
+        diff = sorted(k for k in manifest if old.get(k) != json.loads(json.dumps(manifest[k])))
         if diff:
             raise ConfigError(
                 f"--resume {run.uri}: the run was started with different {', '.join(diff)}; "
                 "resume with the same config and arguments, or start a new run"
             )
-        manifest["batches"] = old["batches"]
-        manifest["run_id"] = old["run_id"]
+        for key in ("batches", "folds_per_task", "run_id"):
+            manifest[key] = old[key]
     elif resume:
         raise ConfigError(f"--resume {run.uri}: no run there to resume (manifest.json missing)")
 
     with connect(settings) as ctx:
-        span_sessions = max(
-            (calendar.session_count(f.first_session, f.last_session) for f in plan.folds), default=1
-        )
         if "batches" not in manifest:
-            bars_per_symbol = (span_sessions + warm_sessions) * bars_per_session
-            per_task = wf.symbols_per_task or _auto_batch(
-                len(symbols), plan.n_folds, bars_per_symbol, len(candidates), max(ctx.num_cpus, 1)
-            )
-            manifest["batches"] = batch_symbols(symbols, per_task)
+            auto_symbols, auto_folds = plan_tasks(len(symbols), plan.n_folds, max(ctx.num_cpus, 1))
+            manifest["batches"] = batch_symbols(symbols, wf.symbols_per_task or auto_symbols)
+            manifest["folds_per_task"] = wf.folds_per_task or auto_folds
             manifest["run_id"] = f"wf-{started_at:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
             run.write_json("manifest.json", manifest)
             run.write_parquet("fold_plan.parquet", plan.table)
         batches: list[list[str]] = manifest["batches"]
-        tasks = []
+        per_group = int(manifest["folds_per_task"])
         session_arr = np.asarray(sessions, dtype="datetime64[D]")
-        for fold in plan.folds:
-            i0 = int(np.searchsorted(session_arr, np.datetime64(fold.first_session, "D")))
+        done = _done_keys(run) if resume else set()
+        tasks = []
+        n_keys = 0
+        for g in range(0, plan.n_folds, per_group):
+            group = list(plan.folds[g : g + per_group])
+            first = min(f.first_session for f in group)
+            i0 = int(np.searchsorted(session_arr, np.datetime64(first, "D")))
             warm_start = session_arr[max(0, i0 - warm_sessions)].astype(dt.date)
             window = (
                 dt.datetime.combine(warm_start, dt.time(), dt.UTC),
-                dt.datetime.combine(fold.last_session + dt.timedelta(days=1), dt.time(), dt.UTC),
+                dt.datetime.combine(
+                    max(f.last_session for f in group) + dt.timedelta(days=1), dt.time(), dt.UTC
+                ),
             )
             for b, batch in enumerate(batches):
-                tasks.append((f"f{fold.fold:04d}-b{b:03d}", fold, batch, window))
-        done = _done_keys(run) & {t[0] for t in tasks} if resume else set()
-        pending = [t for t in tasks if t[0] not in done]
+                keys = [f"f{f.fold:04d}-b{b:03d}" for f in group]
+                n_keys += len(keys)
+                todo = [(k, f) for k, f in zip(keys, group, strict=True) if k not in done]
+                if todo:
+                    tasks.append(([k for k, _ in todo], [f for _, f in todo], batch, window))
+        resumed = n_keys - sum(len(t[0]) for t in tasks)
         remote = ray.remote(num_cpus=1, max_retries=wf.max_retries, retry_exceptions=False)(_fold_task)
         shared_candidates = ray.put(candidates)
         shared_settings = ray.put(task_settings(settings))
-        tz = calendar.tz
         refs = {
             remote.remote(
-                store.uri, run.uri, key, interval, tz, batch, fold, window, shared_candidates, shared_settings
-            ): (key, fold, batch)
-            for key, fold, batch, window in pending
-        }
+                store.uri, run.uri, keys, interval, calendar.tz, batch, group, window, shared_candidates,
+                shared_settings, request.selection,
+            ): (keys, group, batch)
+            for keys, group, batch, window in tasks
+        }  # fmt: skip
         errors: list[dict[str, Any]] = []
         bar = tqdm(
-            total=len(tasks), initial=len(tasks) - len(pending), unit="task",
-            desc=f"walk-forward {plan.n_folds} folds", disable=not progress, file=sys.stderr,
-            mininterval=0.5, dynamic_ncols=True,
+            total=n_keys, initial=resumed, unit="fold" if len(batches) == 1 else "fold-batch",
+            desc=f"walk-forward {plan.n_folds} folds x {len(batches)} batches", disable=not progress,
+            file=sys.stderr, mininterval=0.5, dynamic_ncols=True,
         )  # fmt: skip
         with bar:
             waiting = list(refs)
             while waiting:
                 ready, waiting = ray.wait(waiting, num_returns=1)
                 for ref in ready:
-                    key, fold, batch = refs[ref]
+                    keys, group, batch = refs[ref]
                     try:
                         ray.get(ref)
                     except Exception as exc:  # the task's error after its retries: keep the reason, go on
                         reason = _task_error(exc)
-                        log.warning("task %s failed: %s", key, reason)
-                        errors.extend({"fold": int(fold.fold), "symbol": s, "reason": reason} for s in batch)
-                    bar.update(1)
-    summary = _finish(run, manifest, plan, settings, interval, candidates, errors, started_at, t0, len(done))
+                        log.warning("task %s failed: %s", ",".join(keys), reason)
+                        errors.extend(
+                            {"fold": int(f.fold), "symbol": s, "reason": reason} for f in group for s in batch
+                        )
+                    bar.update(len(keys))
+    summary = _finish(run, manifest, plan, settings, interval, candidates, errors, started_at, t0, resumed)
     return summary
 
 
@@ -330,7 +359,7 @@ def _finish(
     errors: list[dict[str, Any]],
     started_at: dt.datetime,
     t0: float,
-    resumed_tasks: int,
+    resumed_fold_batches: int,
 ) -> dict[str, Any]:
     from trader.backtest import versions
     from trader.oos import oos_summary, stitch_equity
@@ -365,8 +394,9 @@ def _finish(
         "end": manifest["end"],
         "strategy": manifest["strategy"] or "composer",
         "n_folds": plan.n_folds,
-        "n_tasks": len(plan.folds) * len(manifest["batches"]),
-        "resumed_tasks": resumed_tasks,
+        "n_fold_batches": len(plan.folds) * len(manifest["batches"]),
+        "n_tasks": math.ceil(len(plan.folds) / manifest["folds_per_task"]) * len(manifest["batches"]),
+        "resumed_fold_batches": resumed_fold_batches,
         **metrics,
         "settings": json.loads(settings.model_dump_json()),
         "data_fingerprint": fingerprint,

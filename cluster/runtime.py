@@ -16,6 +16,7 @@ Rules this module enforces (each learned the hard way with Ray 2.60):
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 from collections.abc import Iterator
@@ -65,12 +66,23 @@ def worker_env(settings: Any, environ: dict[str, str] | None = None) -> dict[str
 
 
 def _runtime_env(settings: Any) -> dict[str, Any]:
-    runtime_env = {k: v for k, v in settings.ray.runtime_env.items() if k != "env_vars"}
-    runtime_env["env_vars"] = worker_env(settings)
+    runtime_env: dict[str, Any] = {}
+    job_config = os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR")
+    if job_config:
+        # A submitted job: keep the job's runtime env (its uploaded working_dir), add ours on top.
+        runtime_env = dict(json.loads(job_config).get("runtime_env") or {})
+    env_vars = dict(runtime_env.get("env_vars") or {})
+    runtime_env.update({k: v for k, v in settings.ray.runtime_env.items() if k != "env_vars"})
+    env_vars.update(worker_env(settings))
+    runtime_env["env_vars"] = env_vars
     return runtime_env
 
 
 def _address(settings: Any) -> str | None:
+    if os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR") and os.environ.get("RAY_ADDRESS"):
+        # Inside a submitted Ray job: Ray points RAY_ADDRESS at the job's own cluster; use it, whatever the
+        # config says (its ray.address may be the dashboard URL the job was submitted through).
+        return os.environ["RAY_ADDRESS"]
     address = settings.ray.address or os.environ.get("RAY_ADDRESS") or None
     if address and address.startswith(("http://", "https://")):
         raise ConfigError(

@@ -1,6 +1,7 @@
-"""`trader backtest`: one backtest of bars from the store, written to a run folder.
+"""`trader backtest`: a walk-forward backtest on Ray (default), or one backtest over the whole range.
 
-Runs as ``python -m jobs.backtest`` too, so ``ray job submit`` can call it.
+Runs as ``python -m jobs.backtest`` too: that is the Ray job entry point (``trader submit backtest`` and
+``ray job submit`` call it), and it runs the same code as ``trader backtest``.
 """
 
 from __future__ import annotations
@@ -32,7 +33,11 @@ def parse_params(items: tuple[str, ...]) -> dict[str, Any]:
 
 
 @click.command("backtest")
-@click.option("--symbols", required=True, help="Comma-separated symbols in the store, e.g. SPY,QQQ.")
+@click.option(
+    "--symbols",
+    default=None,
+    help="Comma-separated symbols, e.g. SPY,QQQ (default: every symbol in the store).",
+)
 @click.option("--start", default=None, help="First bar date, YYYY-MM-DD (inclusive; default: all).")
 @click.option("--end", default=None, help="Last bar date, YYYY-MM-DD (inclusive; default: all).")
 @click.option("--strategy", default=None, help="A registered strategy; default: the configured composer.")
@@ -43,9 +48,13 @@ def parse_params(items: tuple[str, ...]) -> dict[str, Any]:
     "--no-walkforward",
     "no_walkforward",
     is_flag=True,
-    help="One backtest over the whole range (walk-forward runs come with the Ray fan-out).",
+    help="One backtest over the whole range, in this process (default: walk-forward folds on Ray).",
 )
-@click.option("--out", default=None, help="Run folder (default: runs/backtest-<UTC timestamp>).")
+@click.option(
+    "--out", default=None, help="Run folder, a path or s3:// URI (default: runs/<kind>-<UTC time>)."
+)
+@click.option("--resume", is_flag=True, help="Finish the walk-forward run in --out, skipping finished folds.")
+@click.option("--no-progress", "no_progress", is_flag=True, help="No progress bar.")
 @click.option(
     "--selection",
     type=click.Choice(["composer", "bandit"]),
@@ -71,7 +80,7 @@ def parse_params(items: tuple[str, ...]) -> dict[str, Any]:
 @settings_options
 def backtest(
     settings: Any,
-    symbols: str,
+    symbols: str | None,
     start: str | None,
     end: str | None,
     strategy: str | None,
@@ -80,24 +89,23 @@ def backtest(
     interval: str | None,
     no_walkforward: bool,
     out: str | None,
+    resume: bool = False,
+    no_progress: bool = False,
     selection: str | None = None,
     posteriors_in: str | None = None,
     posteriors_out: str | None = None,
 ) -> None:
-    """Backtest a strategy (or the composer) on bars from the store and write the run folder.
+    """Backtest a strategy (or the composer, or the bandit) on bars from the store; write the run folder.
 
-    Writes equity.parquet, positions.parquet, trades.parquet, risk_events.parquet and summary.json; with
-    bandit selection also decisions.parquet and posteriors.parquet.
+    By default a walk-forward run on Ray (walkforward.* settings: each fold tuned on its train window, traded
+    on its unseen test window), writing fold_plan, oos_returns, equity, trades, params, risk_events,
+    selection, summary.json and report.html. With --no-walkforward one backtest over the whole range in this
+    process: equity, positions, trades, risk_events and summary.json (bandit: decisions and posteriors too).
     """
     from trader.backtest import run
     from trader.data.store import BarStore
     from trader.errors import ConfigError
 
-    if not no_walkforward:
-        raise ConfigError(
-            "walk-forward backtests need the Ray fan-out (issue #5), not built yet; pass --no-walkforward "
-            "for one backtest over the whole range"
-        )
     if posteriors_in is not None and selection is None and strategy is None:
         selection = "bandit"  # a warm start only means something to the bandit
     bandit = selection == "bandit" or (selection is None and strategy is None and settings.bandit.enabled)
@@ -106,14 +114,30 @@ def backtest(
             "--posteriors-in/--posteriors-out need bandit selection: --selection bandit (or bandit.enabled) "
             "without --strategy"
         )
-    names = [s.strip() for s in symbols.split(",") if s.strip()]
+    interval = interval or settings.data.interval
+    store_uri = store or settings.data.store
+    if symbols is None:
+        names = BarStore(store_uri).symbols(interval)
+        if not names:
+            raise ConfigError(
+                f"no {interval} bars in store {store_uri}; ingest or synthesise some (trader data)"
+            )
+    else:
+        names = [s.strip() for s in symbols.split(",") if s.strip()]
     if not names:
         raise ConfigError("--symbols: give at least one symbol, e.g. --symbols SPY")
-    interval = interval or settings.data.interval
+    if not no_walkforward:
+        if posteriors_in or posteriors_out:
+            raise ConfigError("--posteriors-in/--posteriors-out apply to --no-walkforward runs")
+        _walkforward(settings, names, start, end, strategy, parse_params(params), store_uri, interval, out,
+                     resume, not no_progress, "bandit" if bandit else "composer")  # fmt: skip
+        return
+    if resume:
+        raise ConfigError("--resume applies to walk-forward runs; drop --no-walkforward")
     end_exclusive = None
     if end is not None:
         end_exclusive = (dt.date.fromisoformat(end) + dt.timedelta(days=1)).isoformat()
-    bars = BarStore(store or settings.data.store).read_bars(names, interval, start=start, end=end_exclusive)
+    bars = BarStore(store_uri).read_bars(names, interval, start=start, end=end_exclusive)
     posteriors = None
     if posteriors_in is not None:
         from trader.bandit import ContextSpec, PosteriorSet
@@ -154,6 +178,66 @@ def backtest(
         if posteriors_out is not None:
             click.echo(f"wrote {result.posteriors.write(posteriors_out)}")
     click.echo(f"wrote {folder}")
+
+
+def _walkforward(
+    settings: Any,
+    names: list[str],
+    start: str | None,
+    end: str | None,
+    strategy: str | None,
+    params: dict[str, Any],
+    store_uri: str,
+    interval: str,
+    out: str | None,
+    resume: bool,
+    progress: bool,
+    selection: str,
+) -> None:
+    from cluster.fanout import WalkForwardRequest, run_walkforward
+    from trader.errors import ConfigError
+
+    if resume and out is None:
+        raise ConfigError("--resume needs --out RUN_DIR: the run folder to finish")
+    try:
+        first = dt.date.fromisoformat(start) if start else None
+        last = dt.date.fromisoformat(end) if end else None
+    except ValueError as exc:
+        raise ConfigError(f"--start/--end: use YYYY-MM-DD ({exc})") from exc
+    run_dir = out or f"runs/walkforward-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}"
+    request = WalkForwardRequest(
+        tuple(names), first, last, strategy, params, store_uri, interval, run_dir, selection
+    )
+    summary = run_walkforward(request, settings, resume=resume, progress=progress)
+    oos, bench = summary["oos"], summary["benchmark"]
+
+    def pct(metrics: dict[str, Any], key: str) -> str:
+        value = metrics.get(key)
+        return "n/a" if value is None or value != value else f"{value:.2%}"
+
+    def num(metrics: dict[str, Any], key: str) -> str:
+        value = metrics.get(key)
+        return "n/a" if value is None or value != value else f"{value:.2f}"
+
+    click.echo(
+        f"walk-forward {summary['n_folds']} folds, {len(names)} symbols, {interval}, "
+        f"{summary['start']}..{summary['end']} ({summary['wall_s']:.1f} s)"
+    )
+    click.echo(
+        f"out of sample: total return {pct(oos, 'total_return')}, CAGR {pct(oos, 'cagr')}, Sharpe "
+        f"{num(oos, 'sharpe')}, max drawdown {pct(oos, 'max_drawdown')}, "
+        f"deflated Sharpe {num(summary['dsr'], 'deflated_sharpe')} "
+        f"({summary['dsr']['n_trials']} configurations per fold)"
+    )
+    click.echo(
+        f"benchmark (equal-weight buy and hold): total return {pct(bench, 'total_return')}, "
+        f"Sharpe {num(bench, 'sharpe')}, max drawdown {pct(bench, 'max_drawdown')}"
+    )
+    for failed in summary["failed_folds"]:
+        click.echo(
+            f"fold {failed['fold']} failed for {', '.join(failed['symbols'])}: {failed['reason']}", err=True
+        )
+    click.echo(f"report: {summary.get('report') or run_dir}")
 
 
 if __name__ == "__main__":

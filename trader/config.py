@@ -203,7 +203,12 @@ class WalkForwardSettings(BaseModel):
         None, ge=0, description="Sessions loaded before each fold for indicator warm-up; null = derived."
     )
     symbols_per_task: int | None = Field(
-        None, gt=0, description="Symbols per fold task; null = sized so a task runs >= ~100 ms."
+        None, gt=0, description="Symbols per task; null = at least two tasks per CPU."
+    )
+    folds_per_task: int | None = Field(
+        None,
+        gt=0,
+        description="Consecutive folds per task (signals shared); null = all, split for idle CPUs.",
     )
     max_retries: int = Field(2, ge=0, description="Ray retries of a fold task that crashed (worker died).")
 
@@ -427,6 +432,11 @@ class RaySettings(BaseModel):
 
     address: str | None = Field(
         None, min_length=1, description="Cluster address; null = embedded local cluster."
+    )
+    dashboard_address: str | None = Field(
+        None,
+        min_length=1,
+        description="Dashboard URL for `trader submit`, e.g. http://127.0.0.1:8265; null = ray.address.",
     )
     namespace: str = Field("trader", min_length=1, description="Ray namespace for named actors.")
     num_cpus: int | None = Field(None, gt=0, description="CPUs for the local cluster; null = all.")

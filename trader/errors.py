@@ -47,3 +47,19 @@ class StorageAccessError(StoreError):
 
 class CalendarError(TraderError):
     """An unknown exchange or a date outside the calendar's range."""
+
+
+class ClusterError(TraderError):
+    """No cluster address, an unreachable dashboard, or a submission the cluster refused."""
+
+
+class JobFailedError(TraderError):
+    """The submitted job ended FAILED (its entrypoint exited non-zero, or Ray could not start it)."""
+
+    exit_code = 1
+
+
+class JobStoppedError(TraderError):
+    """The submitted job ended STOPPED (Ctrl-C while following it, or someone stopped it)."""
+
+    exit_code = 130

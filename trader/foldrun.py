@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import math
 import time
 from collections.abc import Sequence
@@ -30,13 +31,14 @@ import numpy as np
 import polars as pl
 
 from trader.composer import Composer
+from trader.errors import ConfigError
 from trader.features.regimes import REGIMES
 from trader.metrics import periods_per_year
 from trader.risk import RiskLimits
 from trader.sim import SimConfig, session_index_from_ts, simulate_many
 from trader.tuning import Candidate, candidate_weights, score_runs
 
-__all__ = ["FoldOutcome", "run_fold", "session_dates"]
+__all__ = ["FoldOutcome", "run_fold", "run_folds", "session_dates"]
 
 # Fewest bars a window must hold for a symbol to be tuned or traded in it.
 MIN_WINDOW_BARS = 2
@@ -57,6 +59,7 @@ _TRADE_SCHEMA = {
     "price": pl.Float64,
     "commission": pl.Float64,
     "reason": pl.String,
+    "segment": pl.Int64,
 }
 _EVENT_SCHEMA = {
     "ts": pl.Datetime("ns", "UTC"),
@@ -131,6 +134,12 @@ def _segments(mask: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist(), strict=True))
 
 
+def _span(bars: pl.DataFrame) -> str:
+    if bars.height == 0:
+        return "the requested window (none loaded)"
+    return f"{bars['ts'].min()} to {bars['ts'].max()} loaded for the batch"
+
+
 def _fmt(ranges: Sequence[tuple[dt.date, dt.date]]) -> str:
     return ", ".join(f"{a}..{b}" for a, b in ranges)
 
@@ -144,6 +153,7 @@ def run_fold(
     interval: str,
     tz: str = "America/New_York",
     symbols: Sequence[str] | None = None,
+    selection: str = "composer",
 ) -> FoldOutcome:
     """Tune on ``fold``'s train window(s) and trade its test window(s) for every symbol in ``bars``.
 
@@ -151,63 +161,99 @@ def run_fold(
     fold's last test session; ``fold``: a :class:`trader.walkforward.Fold` (``fold``, ``train`` and ``test``
     as inclusive date ranges); ``candidates``: from :func:`trader.tuning.candidate_grid`; ``interval``: the
     bar interval; ``tz``: the exchange time zone (session dates of intraday bars); ``symbols``: the batch (a
-    symbol with no bars at all is reported as a failure).
+    symbol with no bars at all is reported as a failure); ``selection``: ``"composer"`` (tune the candidates)
+    or ``"bandit"`` (no grid: the Thompson-sampling bandit over ``composer.strategies`` learns on the train
+    window and keeps learning, causally, while it trades the test window).
     """
+    return run_folds(
+        bars, [fold], candidates, settings, interval=interval, tz=tz, symbols=symbols, selection=selection
+    )[0]
+
+
+def run_folds(
+    bars: pl.DataFrame,
+    folds: Sequence[Any],
+    candidates: Sequence[Candidate],
+    settings: Any,
+    *,
+    interval: str,
+    tz: str = "America/New_York",
+    symbols: Sequence[str] | None = None,
+    selection: str = "composer",
+) -> list[FoldOutcome]:
+    """:func:`run_fold` for several folds at once, one :class:`FoldOutcome` per fold (same order).
+
+    Each symbol's candidate weights are computed once over the whole span the folds need and shared by the
+    folds: a weight at bar t depends on rows <= t only, so every fold sees exactly what it would alone
+    (a test checks this), while overlapping train windows and warm-ups are not recomputed.
+    """
+    if selection not in ("composer", "bandit"):
+        raise ConfigError(f"walk-forward selection must be 'composer' or 'bandit', got {selection!r}")
     started = time.perf_counter()
-    fold_id = int(fold.fold)
     ppy = periods_per_year(interval)
-    base_config = SimConfig.from_settings(settings)
     # Warm-up bars were loaded before the windows, so decisions are valid from a window's first bar.
-    config = dataclasses.replace(base_config, min_history_bars=0)
+    config = dataclasses.replace(SimConfig.from_settings(settings), min_history_bars=0)
     limits = RiskLimits.from_settings(settings, periods_per_year=ppy)
-    score_weights = settings.composer.score_weights
     wanted = list(symbols) if symbols is not None else sorted(bars["symbol"].unique().to_list())
-    groups = {
-        g["symbol"][0]: g for g in bars.sort("symbol", "ts").partition_by("symbol", maintain_order=True)
-    }
-    parts: dict[str, list[pl.DataFrame]] = {
-        k: [] for k in ("returns", "trades", "events", "selection", "params")
-    }
-    failures: list[dict[str, Any]] = []
+    groups = (
+        {g["symbol"][0]: g for g in bars.sort("symbol", "ts").partition_by("symbol", maintain_order=True)}
+        if bars.height
+        else {}
+    )
+    parts = [{k: [] for k in ("returns", "trades", "events", "selection", "params")} for _ in folds]
+    failures: list[list[dict[str, Any]]] = [[] for _ in folds]
     for symbol in wanted:
         group = groups.get(symbol)
         if group is None or group.is_empty():
-            failures.append(
-                {"fold": fold_id, "symbol": symbol, "reason": "no bars in the store for this span"}
-            )
+            for k, fold in enumerate(folds):
+                failures[k].append(
+                    {
+                        "fold": int(fold.fold),
+                        "symbol": symbol,
+                        "reason": f"no bars in the store from {_span(bars)}",
+                    }
+                )
             continue
         days = session_dates(group["ts"], interval, tz)
-        train_mask = _in_ranges(days, fold.train)
-        test_mask = _in_ranges(days, fold.test)
-        reason = None
-        if train_mask.sum() < MIN_WINDOW_BARS:
-            reason = f"{int(train_mask.sum())} bars in the train window {_fmt(fold.train)}"
-        elif test_mask.sum() < MIN_WINDOW_BARS:
-            reason = f"{int(test_mask.sum())} bars in the test window {_fmt(fold.test)}"
-        if reason is not None:
-            failures.append({"fold": fold_id, "symbol": symbol, "reason": reason})
+        ready: list[tuple[int, np.ndarray, np.ndarray]] = []
+        for k, fold in enumerate(folds):
+            train_mask = _in_ranges(days, fold.train)
+            test_mask = _in_ranges(days, fold.test)
+            reason = None
+            if train_mask.sum() < MIN_WINDOW_BARS:
+                reason = f"{int(train_mask.sum())} bars in the train window {_fmt(fold.train)}"
+            elif test_mask.sum() < MIN_WINDOW_BARS:
+                reason = f"{int(test_mask.sum())} bars in the test window {_fmt(fold.test)}"
+            if reason is not None:
+                failures[k].append({"fold": int(fold.fold), "symbol": symbol, "reason": reason})
+            else:
+                ready.append((k, train_mask, test_mask))
+        if not ready:
             continue
-        _run_symbol(
-            symbol, group, days, train_mask, test_mask, fold_id, candidates, settings, interval, tz,
-            config, limits, ppy, score_weights, parts,
-        )  # fmt: skip
-    return FoldOutcome(
-        fold=fold_id,
-        symbols=wanted,
-        returns=_concat(parts["returns"], _RETURN_SCHEMA),
-        trades=_concat(parts["trades"], _TRADE_SCHEMA),
-        risk_events=_concat(parts["events"], _EVENT_SCHEMA),
-        selection=_concat(parts["selection"], _SELECTION_SCHEMA),
-        params=_concat(parts["params"], _PARAMS_SCHEMA),
-        failures=failures,
-        seconds=time.perf_counter() - started,
-    )
+        sym = _SymbolRun(symbol, group, interval, tz, config, limits, ppy, settings, candidates, selection)
+        for k, train_mask, test_mask in ready:
+            sym.run(int(folds[k].fold), train_mask, test_mask, parts[k])
+    elapsed = time.perf_counter() - started
+    return [
+        FoldOutcome(
+            fold=int(fold.fold),
+            symbols=wanted,
+            returns=_concat(parts[k]["returns"], _RETURN_SCHEMA),
+            trades=_concat(parts[k]["trades"], _TRADE_SCHEMA),
+            risk_events=_concat(parts[k]["events"], _EVENT_SCHEMA),
+            selection=_concat(parts[k]["selection"], _SELECTION_SCHEMA),
+            params=_concat(parts[k]["params"], _PARAMS_SCHEMA),
+            failures=failures[k],
+            seconds=elapsed / max(1, len(folds)),
+        )
+        for k, fold in enumerate(folds)
+    ]
 
 
 def _concat(frames: list[pl.DataFrame], schema: dict[str, Any]) -> pl.DataFrame:
     if not frames:
         return pl.DataFrame(schema=schema)
-    return pl.concat([f.select(list(schema)).cast(schema) for f in frames])
+    return pl.concat([f.select(list(schema)) for f in frames], how="vertical_relaxed").cast(schema)
 
 
 def _simulate_windows(
@@ -225,7 +271,7 @@ def _simulate_windows(
     loaded span, time ordered per run), and the bar indices the returns stand for.
     """
     rets, trades, events, bars = [], [], [], []
-    for start, stop in segments:
+    for segment, (start, stop) in enumerate(segments):
         sl = slice(start, stop)
         result = simulate_many(
             open_[sl],
@@ -236,90 +282,206 @@ def _simulate_windows(
             session_index=None if session is None else session[sl],
         )
         rets.append(result.returns)
-        trades.append(result.trades.with_columns(pl.col("bar") + start))
+        # Each window starts flat: a position open at a window's end is not netted against the next one.
+        trades.append(result.trades.with_columns(pl.col("bar") + start, segment=pl.lit(segment, pl.Int64)))
         events.append(result.events.with_columns(pl.col("bar") + start))
         bars.append(np.arange(start, stop))
     trade_frame = pl.concat(trades).sort("run", "bar", maintain_order=True)
     return np.vstack(rets), trade_frame, pl.concat(events), np.concatenate(bars)
 
 
-def _run_symbol(
-    symbol: str,
-    group: pl.DataFrame,
-    days: np.ndarray,
-    train_mask: np.ndarray,
-    test_mask: np.ndarray,
-    fold_id: int,
-    candidates: Sequence[Candidate],
-    settings: Any,
-    interval: str,
-    tz: str,
-    config: SimConfig,
-    limits: RiskLimits,
-    ppy: float,
-    score_weights: Any,
-    parts: dict[str, list[pl.DataFrame]],
-) -> None:
-    ts = group["ts"]
-    open_ = group["open"].to_numpy().astype(np.float64)
-    close = group["close"].to_numpy().astype(np.float64)
-    session = None if interval == "1d" else session_index_from_ts(ts, tz)
-    weights = candidate_weights(group, candidates, settings)
+class _SymbolRun:
+    """One symbol's span: candidate weights computed once, then each fold tuned and tested on its windows."""
 
-    # 1-2: score every candidate on the train window(s) only.
-    train_rets, train_trades, _, _ = _simulate_windows(
-        open_, close, weights, _segments(train_mask), session, config, limits
-    )
-    scores, metrics = score_runs(train_rets, train_trades, periods_per_year=ppy, score_weights=score_weights)
-    finite = np.where(np.isfinite(scores), scores, -np.inf)
-    best = int(np.argmax(finite)) if np.isfinite(finite).any() else 0
-    winner = candidates[best]
+    def __init__(
+        self,
+        symbol: str,
+        group: pl.DataFrame,
+        interval: str,
+        tz: str,
+        config: SimConfig,
+        limits: RiskLimits,
+        ppy: float,
+        settings: Any,
+        candidates: Sequence[Candidate],
+        selection: str,
+    ) -> None:
+        self.symbol, self.group, self.settings, self.candidates = symbol, group, settings, candidates
+        self.config, self.limits, self.ppy, self.selection = config, limits, ppy, selection
+        self.ts = group["ts"]
+        self.open = group["open"].to_numpy().astype(np.float64)
+        self.close = group["close"].to_numpy().astype(np.float64)
+        self.session = None if interval == "1d" else session_index_from_ts(self.ts, tz)
+        self.interval = interval
+        self.weights = candidate_weights(group, candidates, settings) if selection == "composer" else None
+        self._selection_cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
-    # 3: trade the test window(s) with the winner.
-    chosen = np.ascontiguousarray(weights[:, [best]])
-    test_rets, test_trades, test_events, test_bars = _simulate_windows(
-        open_, close, chosen, _segments(test_mask), session, config, limits
-    )
-    bench = np.empty(test_bars.size)
-    for start, stop in _segments(test_mask):
-        idx = np.arange(start, stop)
-        px = np.concatenate(([open_[start]], close[idx]))
-        seg = px[1:] / px[:-1] - 1.0
-        bench[np.searchsorted(test_bars, start) : np.searchsorted(test_bars, start) + seg.size] = seg
-    sym = pl.lit(symbol, dtype=pl.String)
-    parts["returns"].append(
-        pl.DataFrame(
-            {"ts": ts.gather(test_bars), "return": test_rets[:, 0], "benchmark_return": np.nan_to_num(bench)}
-        ).with_columns(symbol=sym, fold=pl.lit(fold_id, dtype=pl.Int64))
-    )
-    if test_trades.height:
-        parts["trades"].append(
-            test_trades.with_columns(ts=ts.gather(test_trades["bar"]), symbol=sym, fold=pl.lit(fold_id))
+    def run(
+        self, fold_id: int, train_mask: np.ndarray, test_mask: np.ndarray, parts: dict[str, list]
+    ) -> None:
+        if self.selection == "bandit":
+            chosen, selection_rows, param_row = self._bandit(fold_id, train_mask, test_mask)
+        else:
+            chosen, selection_rows, param_row = self._tune(fold_id, train_mask, test_mask)
+        self._trade(fold_id, test_mask, chosen, parts)
+        parts["selection"].append(selection_rows)
+        parts["params"].append(pl.DataFrame([param_row], schema=_PARAMS_SCHEMA, orient="row"))
+
+    # 1-2: score every candidate on the train window(s) only; the best one's weights trade the test.
+    def _tune(
+        self, fold_id: int, train_mask: np.ndarray, test_mask: np.ndarray
+    ) -> tuple[np.ndarray, pl.DataFrame, tuple[Any, ...]]:
+        assert self.weights is not None
+        train_rets, train_trades, _, _ = _simulate_windows(
+            self.open, self.close, self.weights, _segments(train_mask), self.session, self.config, self.limits
         )
-    if test_events.height:
-        parts["events"].append(
-            test_events.with_columns(
-                ts=ts.gather(test_events["bar"]),
-                symbol=pl.when(pl.col("symbol") >= 0).then(sym).otherwise(pl.lit("")),
-                fold=pl.lit(fold_id),
+        scores, metrics = score_runs(
+            train_rets,
+            train_trades,
+            periods_per_year=self.ppy,
+            score_weights=self.settings.composer.score_weights,
+        )
+        finite = np.where(np.isfinite(scores), scores, -np.inf)
+        best = int(np.argmax(finite)) if np.isfinite(finite).any() else 0
+        winner = self.candidates[best]
+        regimes, arms = self._regimes_and_arms(best)
+        row = (
+            fold_id, self.symbol, winner.strategy, winner.to_json(), winner.index,
+            float(scores[best]) if math.isfinite(scores[best]) else None, metrics[best]["sharpe"],
+            len(self.candidates), _per_period_var([m["sharpe"] for m in metrics], self.ppy),
+        )  # fmt: skip
+        return self.weights[:, [best]], self._selection_rows(test_mask, regimes, arms, fold_id), row
+
+    def _bandit(
+        self, fold_id: int, train_mask: np.ndarray, test_mask: np.ndarray
+    ) -> tuple[np.ndarray, pl.DataFrame, tuple[Any, ...]]:
+        from trader.bandit import bandit_select
+
+        arms = self.settings.composer.strategies
+        train_idx, test_idx = np.flatnonzero(train_mask), np.flatnonzero(test_mask)
+        last_train = int(train_idx[-1])
+        # Learn on the train window only (bars after it are not even given), then trade the test window
+        # from those posteriors, learning online from rewards as they become known.
+        trained = bandit_select(
+            self.group[: last_train + 1], arms, self.settings, start_index=int(train_idx[0]),
+            learn_until=last_train, interval=self.interval,
+        )  # fmt: skip
+        tested = bandit_select(
+            self.group[: int(test_idx[-1]) + 1], arms, self.settings, posteriors=trained.posteriors,
+            start_index=int(test_idx[0]), interval=self.interval,
+        )  # fmt: skip
+        weights = np.zeros((self.group.height, 1))
+        weights[: tested.weights.size, 0] = tested.weights
+        decisions = tested.decisions
+        regime_codes = np.full(self.group.height, -1)
+        arm_names = np.full(self.group.height, None, dtype=object)
+        if decisions.height:
+            rows = self.ts.search_sorted(decisions["ts"]).to_numpy()
+            code = {name: i for i, name in enumerate(REGIMES)}
+            regime_codes[rows] = [
+                code.get(r, -1) if r is not None else -1 for r in decisions["regime"].to_list()
+            ]
+            arm_names[rows] = decisions["arm"].to_list()
+            # A choice holds until the next decision.
+            filled = pl.Series(arm_names.tolist(), dtype=pl.String).forward_fill().to_numpy()
+            codes = pl.Series(np.where(arm_names == None, None, regime_codes).tolist(), dtype=pl.Int64)  # noqa: E711
+            regime_codes = codes.forward_fill().fill_null(-1).to_numpy()
+            arm_names = filled
+        names = [a.name for a in arms]
+        row = (
+            fold_id, self.symbol, "bandit", json.dumps({"arms": names}), 0, None, None, len(names), None,
+        )  # fmt: skip
+        return weights, self._selection_rows(test_mask, regime_codes, arm_names, fold_id), row
+
+    def _trade(self, fold_id: int, test_mask: np.ndarray, chosen: np.ndarray, parts: dict[str, list]) -> None:
+        test_rets, test_trades, test_events, test_bars = _simulate_windows(
+            self.open, self.close, np.ascontiguousarray(chosen), _segments(test_mask), self.session,
+            self.config, self.limits,
+        )  # fmt: skip
+        bench = np.empty(test_bars.size)
+        pos = 0
+        for start, stop in _segments(test_mask):
+            px = np.concatenate(([self.open[start]], self.close[start:stop]))
+            bench[pos : pos + stop - start] = px[1:] / px[:-1] - 1.0
+            pos += stop - start
+        ts = self.ts
+        sym = pl.lit(self.symbol, dtype=pl.String)
+        fold = pl.lit(fold_id, dtype=pl.Int64)
+        parts["returns"].append(
+            pl.DataFrame(
+                {
+                    "ts": ts.gather(test_bars),
+                    "return": test_rets[:, 0],
+                    "benchmark_return": np.nan_to_num(bench),
+                }
+            ).with_columns(symbol=sym, fold=fold)
+        )
+        if test_trades.height:
+            parts["trades"].append(
+                test_trades.with_columns(ts=ts.gather(test_trades["bar"]), symbol=sym, fold=fold)
             )
-        )
-    parts["selection"].append(_selection(group, test_mask, winner, settings, symbol, fold_id))
-    parts["params"].append(
-        pl.DataFrame(
+        if test_events.height:
+            parts["events"].append(
+                test_events.with_columns(
+                    ts=ts.gather(test_events["bar"]),
+                    symbol=pl.when(pl.col("symbol") >= 0).then(sym).otherwise(pl.lit("")),
+                    fold=fold,
+                )
+            )
+
+    def _regimes_and_arms(self, best: int) -> tuple[np.ndarray, np.ndarray]:
+        """Regime code and driving strategy per bar for candidate ``best`` (cached per candidate)."""
+        if best in self._selection_cache:
+            return self._selection_cache[best]
+        from trader.tuning import _strategy_specs
+
+        winner = self.candidates[best]
+        settings = self.settings
+        base = Composer.from_settings(settings)
+        specs = _strategy_specs(winner)
+        composer = dataclasses.replace(base, strategies=tuple(specs))
+        regimes = np.asarray(composer.regimes(self.group))
+        if winner.strategy == "composer":
+            names = list(winner.params)
+            weights = composer.blend(self.group, regimes).weights[:, : len(names)]
+            arms = np.array(names, dtype=object)[np.argmax(np.nan_to_num(weights, nan=-1.0), axis=1)]
+        else:
+            arms = np.full(self.group.height, winner.strategy, dtype=object)
+        self._selection_cache[best] = (regimes, arms)
+        return regimes, arms
+
+    def _selection_rows(
+        self, test_mask: np.ndarray, regimes: np.ndarray, arms: np.ndarray, fold_id: int
+    ) -> pl.DataFrame:
+        """Runs of test bars with the same (regime, driving strategy); see :class:`FoldOutcome`."""
+        idx = np.flatnonzero(test_mask)
+        regime_names = np.array([*REGIMES, None], dtype=object)
+        codes = np.asarray(regimes)[idx]
+        labels = regime_names[np.where(codes >= 0, codes, len(REGIMES))]
+        frame = pl.DataFrame(
             {
-                "fold": [fold_id],
-                "symbol": [symbol],
-                "strategy": [winner.strategy],
-                "params": [winner.to_json()],
-                "candidate": [winner.index],
-                "train_score": [float(scores[best]) if math.isfinite(scores[best]) else None],
-                "train_sharpe": [metrics[best]["sharpe"]],
-                "n_candidates": [len(candidates)],
-                "trial_sharpe_var": [_per_period_var([m["sharpe"] for m in metrics], ppy)],
+                "ts": self.ts.gather(idx),
+                "regime": pl.Series(labels.tolist(), dtype=pl.String),
+                "arm": pl.Series(np.asarray(arms, dtype=object)[idx].tolist(), dtype=pl.String),
             }
         )
-    )
+        run_id = (
+            (
+                pl.col("regime").ne_missing(pl.col("regime").shift(1))
+                | pl.col("arm").ne_missing(pl.col("arm").shift(1))
+            )
+            .fill_null(True)
+            .cum_sum()
+        )
+        return (
+            frame.with_columns(run=run_id)
+            .group_by("run", maintain_order=True)
+            .agg(
+                pl.col("ts").first(), pl.col("regime").first(), pl.col("arm").first(), pl.len().alias("bars")
+            )
+            .with_columns(symbol=pl.lit(self.symbol), fold=pl.lit(fold_id, dtype=pl.Int64))
+            .drop("run")
+        )
 
 
 def _per_period_var(annual_sharpes: list[float], ppy: float) -> float | None:
@@ -327,55 +489,3 @@ def _per_period_var(annual_sharpes: list[float], ppy: float) -> float | None:
     values = np.asarray(annual_sharpes, dtype=np.float64)
     values = values[np.isfinite(values)] / math.sqrt(ppy)
     return float(values.var(ddof=1)) if values.size > 1 else None
-
-
-def _selection(
-    group: pl.DataFrame, test_mask: np.ndarray, winner: Candidate, settings: Any, symbol: str, fold_id: int
-) -> pl.DataFrame:
-    """Runs of test bars with the same (regime, driving strategy); see :class:`FoldOutcome`."""
-    from trader.tuning import _strategy_specs
-
-    arrays = group.select("open", "high", "low", "close", "volume")
-    base = Composer.from_settings(settings) if winner.strategy == "composer" else None
-    specs = _strategy_specs(winner)
-    names = list(winner.params) if winner.strategy == "composer" else [winner.strategy]
-    composer = Composer(
-        strategies=tuple(specs),
-        lookback=base.lookback if base else 50,
-        temperature=base.temperature if base else 1.0,
-        trend_bias=base.trend_bias if base else 0.0,
-        chop_bias=base.chop_bias if base else 0.0,
-        volatile_bias=base.volatile_bias if base else 0.0,
-        min_confidence=base.min_confidence if base else 0.0,
-        min_history_bars=int(settings.engine.min_history_bars),
-    )
-    regimes = composer.regimes(arrays)
-    if winner.strategy == "composer":
-        weights = composer.blend(arrays, regimes).weights[:, : len(names)]
-        top = np.argmax(np.nan_to_num(weights, nan=-1.0), axis=1)
-        arm = np.array(names, dtype=object)[top]
-    else:
-        arm = np.full(group.height, winner.strategy, dtype=object)
-    idx = np.flatnonzero(test_mask)
-    regime_names = np.array([*REGIMES, None], dtype=object)
-    codes = np.asarray(regimes)[idx]
-    labels = regime_names[np.where(codes >= 0, codes, len(REGIMES))]
-    frame = pl.DataFrame(
-        {
-            "ts": group["ts"].gather(idx),
-            "regime": pl.Series(labels.tolist(), dtype=pl.String),
-            "arm": pl.Series(arm[idx].tolist(), dtype=pl.String),
-        }
-    )
-    run_id = (
-        (pl.col("regime").ne_missing(pl.col("regime").shift(1)) | pl.col("arm").ne(pl.col("arm").shift(1)))
-        .fill_null(True)
-        .cum_sum()
-    )
-    return (
-        frame.with_columns(run=run_id)
-        .group_by("run", maintain_order=True)
-        .agg(pl.col("ts").first(), pl.col("regime").first(), pl.col("arm").first(), pl.len().alias("bars"))
-        .with_columns(symbol=pl.lit(symbol), fold=pl.lit(fold_id, dtype=pl.Int64))
-        .drop("run")
-    )

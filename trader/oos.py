@@ -54,12 +54,16 @@ def stitch_equity(returns: pl.DataFrame, initial_cash: float) -> pl.DataFrame:
 
 
 def trade_returns(trades: pl.DataFrame) -> np.ndarray:
-    """Returns of closed round trips (fractions, net of commission), per symbol and fold, in time order."""
+    """Returns of closed round trips (fractions, net of commission), per symbol, fold and test window."""
     from trader.backtest import _round_trip_returns
 
     if trades.is_empty():
         return np.empty(0)
-    keyed = trades.with_columns(symbol=pl.col("symbol") + "/" + pl.col("fold").cast(pl.String)).sort("ts")
+    segment = pl.col("segment").cast(pl.String) if "segment" in trades.columns else pl.lit("0")
+    # A trip never spans folds or test windows: each window is simulated from flat.
+    keyed = trades.with_columns(
+        symbol=pl.col("symbol") + "/" + pl.col("fold").cast(pl.String) + "/" + segment
+    ).sort("ts")
     return _round_trip_returns(keyed.sort("symbol", "ts", maintain_order=True))
 
 
@@ -109,7 +113,8 @@ def oos_summary(
     for fold, start, end in tests.sort("fold").iter_rows():
         sub = returns.filter(pl.col("fold") == fold)
         fold_port = sub.group_by("ts").agg(pl.col("return").mean()).sort("ts")["return"].to_numpy()
-        n_trades = trades.filter(pl.col("fold") == fold).height if trades.height else 0
+        # Closed round trips, as n_trades counts them in the oos and per-symbol metrics.
+        n_trades = trade_returns(trades.filter(pl.col("fold") == fold)).size if trades.height else 0
         fails = failed_by_fold.get(int(fold), [])
         row: dict[str, Any] = {"fold": int(fold), "test_start": str(start), "test_end": str(end)}
         if fold_port.size:

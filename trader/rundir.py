@@ -36,8 +36,10 @@ def json_safe(value: Any) -> Any:
         return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [json_safe(v) for v in value]
-    if hasattr(value, "item") and not isinstance(value, str | bytes):
-        value = value.item()
+    if hasattr(value, "tolist") and not isinstance(value, str | bytes):
+        value = value.tolist()  # numpy scalars and arrays alike
+        if isinstance(value, list):
+            return json_safe(value)
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
@@ -98,7 +100,7 @@ class RunDir:
         except OSError as exc:
             raise StoreError(f"write {final} failed: {exc}") from exc
         finally:
-            with contextlib.suppress(FileNotFoundError):
+            with contextlib.suppress(OSError):  # already renamed, or never created
                 os.remove(tmp)
 
     def write_parquet(self, relative: str, frame: pl.DataFrame) -> None:

@@ -169,6 +169,11 @@ def warmup_bars(candidates: Sequence[Candidate], settings: Any) -> int:
     if composer_used:
         section = settings.composer
         need = max(need, int(section.lookback) + int(settings.engine.min_history_bars))
+        # The composer scores each strategy on its last `lookback` targets: those must be past warm-up too.
+        for candidate in candidates:
+            if candidate.strategy == "composer":
+                longest = max(int(spec.warmup(p)) for spec, p in _strategy_specs(candidate))
+                need = max(need, longest + int(section.lookback))
         if any(b != 0.0 for b in (section.trend_bias, section.chop_bias, section.volatile_bias)):
             need = max(need, _REGIME_WARMUP)
     return need
@@ -249,23 +254,27 @@ def _blend(composer: Composer, targets: np.ndarray, close: np.ndarray, regimes: 
 
 @njit(cache=True)
 def round_trip_stats(
-    run: np.ndarray, qty: np.ndarray, price: np.ndarray, fee: np.ndarray, n_runs: int
+    run: np.ndarray, segment: np.ndarray, qty: np.ndarray, price: np.ndarray, fee: np.ndarray, n_runs: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per run: (closed round trips, winning trips, sum of trip returns); trips as in trader.backtest.
 
-    Fills must be in time order within each run (signed ``qty`` in shares, ``price`` the fill price,
-    ``fee`` the commission). A trip runs from flat to flat (or to a flip); its return is its P&L net of
-    commission over its gross entry notional (fraction). An open position at the end is no trip.
+    Fills must be grouped by run and in time order within each run (signed ``qty`` in shares, ``price`` the
+    fill price, ``fee`` the commission); ``segment`` numbers the separately simulated windows, each starting
+    flat, so a position still open when one window ends is dropped, never netted against the next. A trip
+    runs from flat to flat (or to a flip); its return is its P&L net of commission over its gross entry
+    notional (fraction). An open position at the end is no trip.
     """
     trips = np.zeros(n_runs, np.int64)
     wins = np.zeros(n_runs, np.int64)
     total = np.zeros(n_runs)
     current = -1
+    current_segment = -1
     pos = cost = pnl = entry = 0.0
     for i in range(run.shape[0]):
         r = run[i]
-        if r != current:
+        if r != current or segment[i] != current_segment:
             current = r
+            current_segment = segment[i]
             pos = cost = pnl = entry = 0.0
         signed = qty[i]
         px = price[i]
@@ -317,9 +326,17 @@ def score_runs(
         sharpe = np.where(std > 0, rets.mean(axis=0) / std * math.sqrt(periods_per_year), np.nan)
         equity = np.vstack((np.ones((1, n_runs)), np.cumprod(1.0 + rets, axis=0)))
         drawdown = (1.0 - equity / np.maximum.accumulate(equity, axis=0)).max(axis=0)
+    # Trips are counted per run (and per window when several are stacked): group fills, keep time order.
+    trades = trades.sort("run", maintain_order=True)
     signed = np.where(trades["side"].to_numpy() == "buy", 1.0, -1.0) * trades["qty"].to_numpy()
+    segment = (
+        trades["segment"].to_numpy().astype(np.int64)
+        if "segment" in trades.columns
+        else np.zeros(trades.height, np.int64)
+    )
     trips, wins, total = round_trip_stats(
         trades["run"].to_numpy().astype(np.int64),
+        segment,
         np.ascontiguousarray(signed, dtype=np.float64),
         trades["price"].to_numpy().astype(np.float64),
         trades["commission"].to_numpy().astype(np.float64),

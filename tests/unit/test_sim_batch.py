@@ -84,7 +84,8 @@ def test_intraday_sessions_reach_every_run() -> None:
     session = np.repeat(np.arange(6), 10)
     limits = RiskLimits(daily_loss_limit=0.01)
     batch = simulate_many(open_, close, weights, config=CONFIG, limits=limits, session_index=session)
-    for r, single in enumerate(_one_by_one(open_, close, weights, [0] * n_runs, limits, session_index=session)):
+    singles = _one_by_one(open_, close, weights, [0] * n_runs, limits, session_index=session)
+    for r, single in enumerate(singles):
         np.testing.assert_array_equal(batch.equity[:, r], single.equity)
 
 
