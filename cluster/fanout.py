@@ -308,7 +308,10 @@ def run_walkforward(
                             {"fold": int(f.fold), "symbol": s, "reason": reason} for f in group for s in batch
                         )
                     bar.update(len(keys))
-    summary = _finish(run, manifest, plan, settings, interval, candidates, errors, started_at, t0, resumed)
+        cluster = {"address": ctx.address, "num_cpus": ctx.num_cpus, "local": ctx.local}
+    summary = _finish(
+        run, manifest, plan, settings, interval, candidates, errors, started_at, t0, resumed, cluster
+    )
     return summary
 
 
@@ -360,6 +363,7 @@ def _finish(
     started_at: dt.datetime,
     t0: float,
     resumed_fold_batches: int,
+    cluster: dict[str, Any],
 ) -> dict[str, Any]:
     from trader.backtest import versions
     from trader.oos import oos_summary, stitch_equity
@@ -397,6 +401,7 @@ def _finish(
         "n_fold_batches": len(plan.folds) * len(manifest["batches"]),
         "n_tasks": math.ceil(len(plan.folds) / manifest["folds_per_task"]) * len(manifest["batches"]),
         "resumed_fold_batches": resumed_fold_batches,
+        "ray": cluster,
         **metrics,
         "settings": json.loads(settings.model_dump_json()),
         "data_fingerprint": fingerprint,

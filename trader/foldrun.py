@@ -253,7 +253,7 @@ def run_folds(
 def _concat(frames: list[pl.DataFrame], schema: dict[str, Any]) -> pl.DataFrame:
     if not frames:
         return pl.DataFrame(schema=schema)
-    return pl.concat([f.select(list(schema)) for f in frames], how="vertical_relaxed").cast(schema)
+    return pl.concat(frames, how="diagonal_relaxed").select(list(schema)).cast(schema)
 
 
 def _simulate_windows(
@@ -282,12 +282,20 @@ def _simulate_windows(
             session_index=None if session is None else session[sl],
         )
         rets.append(result.returns)
+        # Eager column swaps, not expressions: this runs for every fold, symbol and window.
+        t = result.trades
+        t.replace_column(1, t["bar"] + start)
         # Each window starts flat: a position open at a window's end is not netted against the next one.
-        trades.append(result.trades.with_columns(pl.col("bar") + start, segment=pl.lit(segment, pl.Int64)))
-        events.append(result.events.with_columns(pl.col("bar") + start))
+        trades.append(t.hstack([pl.Series("segment", np.full(t.height, segment, np.int64))]))
+        e = result.events
+        e.replace_column(1, e["bar"] + start)
+        events.append(e)
         bars.append(np.arange(start, stop))
-    trade_frame = pl.concat(trades).sort("run", "bar", maintain_order=True)
-    return np.vstack(rets), trade_frame, pl.concat(events), np.concatenate(bars)
+    trade_frame = trades[0] if len(trades) == 1 else pl.concat(trades)
+    if len(trades) > 1:
+        trade_frame = trade_frame.sort("run", "bar", maintain_order=True)
+    event_frame = events[0] if len(events) == 1 else pl.concat(events)
+    return np.vstack(rets), trade_frame, event_frame, np.concatenate(bars)
 
 
 class _SymbolRun:
@@ -405,27 +413,40 @@ class _SymbolRun:
             bench[pos : pos + stop - start] = px[1:] / px[:-1] - 1.0
             pos += stop - start
         ts = self.ts
-        sym = pl.lit(self.symbol, dtype=pl.String)
-        fold = pl.lit(fold_id, dtype=pl.Int64)
+        n = test_bars.size
         parts["returns"].append(
             pl.DataFrame(
                 {
                     "ts": ts.gather(test_bars),
+                    "symbol": pl.repeat(self.symbol, n, dtype=pl.String, eager=True),
+                    "fold": np.full(n, fold_id, np.int64),
                     "return": test_rets[:, 0],
                     "benchmark_return": np.nan_to_num(bench),
                 }
-            ).with_columns(symbol=sym, fold=fold)
+            )
         )
         if test_trades.height:
+            m = test_trades.height
+            bars = test_trades["bar"]
             parts["trades"].append(
-                test_trades.with_columns(ts=ts.gather(test_trades["bar"]), symbol=sym, fold=fold)
+                test_trades.drop("run", "bar", "symbol").hstack(
+                    [
+                        ts.gather(bars).alias("ts"),
+                        pl.repeat(self.symbol, m, dtype=pl.String, eager=True).alias("symbol"),
+                        pl.Series("fold", np.full(m, fold_id, np.int64)),
+                    ]
+                )
             )
         if test_events.height:
+            m = test_events.height
+            account = test_events["symbol"].to_numpy() < 0
             parts["events"].append(
-                test_events.with_columns(
-                    ts=ts.gather(test_events["bar"]),
-                    symbol=pl.when(pl.col("symbol") >= 0).then(sym).otherwise(pl.lit("")),
-                    fold=fold,
+                test_events.drop("run", "bar", "symbol").hstack(
+                    [
+                        ts.gather(test_events["bar"]).alias("ts"),
+                        pl.Series("symbol", np.where(account, "", self.symbol).tolist(), dtype=pl.String),
+                        pl.Series("fold", np.full(m, fold_id, np.int64)),
+                    ]
                 )
             )
 
@@ -455,32 +476,27 @@ class _SymbolRun:
     ) -> pl.DataFrame:
         """Runs of test bars with the same (regime, driving strategy); see :class:`FoldOutcome`."""
         idx = np.flatnonzero(test_mask)
+        codes = np.asarray(regimes)[idx].astype(np.int64)
+        arm_at = np.asarray(arms, dtype=object)[idx]
+        # Run-length encode (regime, arm) over the test bars in numpy: one row per run.
+        arm_codes = pl.Series(arm_at.tolist(), dtype=pl.String).rank("dense").fill_null(0).to_numpy()
+        change = np.ones(idx.size, dtype=bool)
+        change[1:] = (codes[1:] != codes[:-1]) | (arm_codes[1:] != arm_codes[:-1])
+        starts = np.flatnonzero(change)
+        lengths = np.diff(np.append(starts, idx.size))
         regime_names = np.array([*REGIMES, None], dtype=object)
-        codes = np.asarray(regimes)[idx]
-        labels = regime_names[np.where(codes >= 0, codes, len(REGIMES))]
-        frame = pl.DataFrame(
+        first = codes[starts]
+        labels = regime_names[np.where(first >= 0, first, len(REGIMES))]
+        n = starts.size
+        return pl.DataFrame(
             {
-                "ts": self.ts.gather(idx),
+                "ts": self.ts.gather(idx[starts]),
+                "symbol": pl.repeat(self.symbol, n, dtype=pl.String, eager=True),
+                "fold": np.full(n, fold_id, np.int64),
                 "regime": pl.Series(labels.tolist(), dtype=pl.String),
-                "arm": pl.Series(np.asarray(arms, dtype=object)[idx].tolist(), dtype=pl.String),
+                "arm": pl.Series(arm_at[starts].tolist(), dtype=pl.String),
+                "bars": lengths.astype(np.int64),
             }
-        )
-        run_id = (
-            (
-                pl.col("regime").ne_missing(pl.col("regime").shift(1))
-                | pl.col("arm").ne_missing(pl.col("arm").shift(1))
-            )
-            .fill_null(True)
-            .cum_sum()
-        )
-        return (
-            frame.with_columns(run=run_id)
-            .group_by("run", maintain_order=True)
-            .agg(
-                pl.col("ts").first(), pl.col("regime").first(), pl.col("arm").first(), pl.len().alias("bars")
-            )
-            .with_columns(symbol=pl.lit(self.symbol), fold=pl.lit(fold_id, dtype=pl.Int64))
-            .drop("run")
         )
 
 

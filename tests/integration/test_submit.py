@@ -440,6 +440,31 @@ def test_backtest_job_streams_logs_writes_the_run_and_exits_0(
 
 @pytest.mark.integration
 @pytest.mark.slow
+def test_walkforward_job_runs_its_folds_on_the_cluster(
+    ray_head: RayHead, store: Path, tmp_path: Path
+) -> None:
+    # The job's driver must join the cluster it was submitted to (RAY_ADDRESS set by Ray for the job), not
+    # start an embedded one, and keep the job's uploaded working_dir for its fold tasks.
+    out = tmp_path / "wf"
+    env = _clean_env(RAY_ADDRESS=ray_head.dashboard)
+    sets = ["walkforward.train_len=126", "walkforward.test_len=63", "walkforward.stride=63",
+            "walkforward.purge=2", "walkforward.grid_size=3"]  # fmt: skip
+    args = ["--symbols", "SYN000", "--strategy", "sma_cross", "--store", str(store), "--out", str(out)]
+    args += [x for item in sets for x in ("--set", item)] + ["--no-progress"]
+    result = trader("submit", "backtest", *args, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    # 2021-2022: 503 sessions -> floor((503 - 126 - 2 - 63) / 63) + 1 = 5 folds.
+    assert "walk-forward 5 folds, 1 symbols" in result.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_folds"] == 5 and summary["failed_folds"] == []
+    assert (out / "report.html").is_file()
+    # The driver joined the submitted-to cluster (1 CPU, started by this test), not an embedded one.
+    assert summary["ray"]["local"] is False and summary["ray"]["num_cpus"] == 1
+    assert len(list((out / "folds").glob("*/outcome.json"))) == 5
+
+
+@pytest.mark.integration
+@pytest.mark.slow
 def test_failing_job_streams_its_error_and_exits_1(ray_head: RayHead, store: Path, tmp_path: Path) -> None:
     args = ["--no-walkforward", "--symbols", "NOPE", "--strategy", "sma_cross", "--store", str(store)]
     result = trader(

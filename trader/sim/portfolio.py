@@ -368,19 +368,16 @@ def simulate_many(
         equity,
         positions,
     )
-    trade_frame = _trades_frame(trades[:, 1:]).insert_column(
-        0, pl.Series("run", trades[:, 0].astype(np.int64))
-    )
-    event_frame = _events_frame(events[:, 1:]).insert_column(
-        0, pl.Series("run", events[:, 0].astype(np.int64))
-    )
-    trade_frame = trade_frame.with_columns(pl.Series("symbol", cols[trade_frame["run"].to_numpy()]))
-    event_frame = event_frame.with_columns(
-        pl.when(pl.col("symbol") < 0)
-        .then(-1)
-        .otherwise(pl.Series(cols[event_frame["run"].to_numpy()]))
-        .alias("symbol")
-    )
+    # Frames built column by column without expressions: grids call this thousands of times.
+    trade_runs = trades[:, 0].astype(np.int64)
+    trade_frame = _trades_frame(trades[:, 1:])
+    trade_frame.replace_column(1, pl.Series("symbol", cols[trade_runs]))
+    trade_frame.insert_column(0, pl.Series("run", trade_runs))
+    event_runs = events[:, 0].astype(np.int64)
+    event_frame = _events_frame(events[:, 1:])
+    account = events[:, 2] < 0
+    event_frame.replace_column(1, pl.Series("symbol", np.where(account, -1, cols[event_runs])))
+    event_frame.insert_column(0, pl.Series("run", event_runs))
     return BatchResult(equity.T, positions.T, cols, trade_frame, event_frame, config.initial_cash)
 
 
