@@ -66,14 +66,15 @@ def worker_env(settings: Any, environ: dict[str, str] | None = None) -> dict[str
 
 
 def _runtime_env(settings: Any) -> dict[str, Any]:
-    runtime_env: dict[str, Any] = {}
+    runtime_env = {k: v for k, v in settings.ray.runtime_env.items() if k != "env_vars"}
+    env_vars = worker_env(settings)
     job_config = os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR")
     if job_config:
-        # A submitted job: keep the job's runtime env (its uploaded working_dir), add ours on top.
-        runtime_env = dict(json.loads(job_config).get("runtime_env") or {})
-    env_vars = dict(runtime_env.get("env_vars") or {})
-    runtime_env.update({k: v for k, v in settings.ray.runtime_env.items() if k != "env_vars"})
-    env_vars.update(worker_env(settings))
+        # A submitted job: Ray merges the job's runtime env (its uploaded working_dir, its env vars) with
+        # ours and refuses any field or variable given twice, so add only what the job does not set.
+        job_env = dict(json.loads(job_config).get("runtime_env") or {})
+        runtime_env = {k: v for k, v in runtime_env.items() if k not in job_env}
+        env_vars = {k: v for k, v in env_vars.items() if k not in (job_env.get("env_vars") or {})}
     runtime_env["env_vars"] = env_vars
     return runtime_env
 

@@ -278,9 +278,18 @@ class RayHead:
     pgid: int
 
 
+def _psutil() -> Any:
+    """Ray's bundled psutil: importing ray puts ray/thirdparty_files on sys.path (not our dependency)."""
+    import importlib
+
+    import ray  # noqa: F401
+
+    return importlib.import_module("psutil")
+
+
 def _own_cluster_processes(head_pgid: int, temp_dir: Path) -> list[object]:
     """Processes of the cluster we started: its process group, or naming / running in its temp dir."""
-    import psutil
+    psutil = _psutil()
 
     found = []
     for proc in psutil.process_iter(["pid", "cmdline", "cwd"]):
@@ -299,7 +308,7 @@ def _own_cluster_processes(head_pgid: int, temp_dir: Path) -> list[object]:
 
 def _stop_cluster(head: RayHead) -> None:
     """`ray stop` for this cluster only: SIGTERM its processes by id, SIGKILL what is left after 5 s."""
-    import psutil
+    psutil = _psutil()
 
     procs = _own_cluster_processes(head.pgid, head.temp_dir)
     for proc in procs:
