@@ -107,48 +107,32 @@ def _fold_task(
     fold, write ``folds/<key>/`` per fold (``outcome.json`` last); return small statuses."""
     from trader.backtest import data_fingerprint
     from trader.data.store import BarStore
-    from trader.foldrun import run_folds
+    from trader.foldrun import FoldBatch
 
     started = time.perf_counter()
     run = RunDir(run_uri)
     store = BarStore(store_uri)
-    tables: list[dict[str, list[pl.DataFrame]]] = [{name: [] for name in TABLES} for _ in folds]
-    failures: list[list[dict[str, Any]]] = [[] for _ in folds]
+    batch = FoldBatch(folds, candidates, settings, interval=interval, tz=tz, selection=selection)
     prints: list[str] = []
     for symbol in symbols:
         try:
             bars = store.read_bars([symbol], interval, window[0], window[1])
-            outcomes = run_folds(
-                bars,
-                folds,
-                candidates,
-                settings,
-                interval=interval,
-                tz=tz,
-                symbols=[symbol],
-                selection=selection,
-            )
+            batch.add(bars, [symbol])
         except (DataError, StoreError) as exc:  # a data reason: report it for this symbol, go on
-            for k, fold in enumerate(folds):
-                failures[k].append({"fold": int(fold.fold), "symbol": symbol, "reason": str(exc)})
+            batch.fail(symbol, str(exc))
             continue
         prints.append(data_fingerprint(bars) if bars.height else f"{symbol}:empty")
-        for k, outcome in enumerate(outcomes):
-            failures[k].extend(outcome.failures)
-            for name in TABLES:
-                tables[k][name].append(getattr(outcome, name))
     fingerprint = hashlib.sha256("\n".join(prints).encode()).hexdigest()
+    outcomes = batch.outcomes(symbols)
     statuses = []
-    for k, (key, fold) in enumerate(zip(keys, folds, strict=True)):
+    for key, fold, outcome in zip(keys, folds, outcomes, strict=True):
         for name in TABLES:
-            run.write_parquet(
-                f"folds/{key}/{name}.parquet", pl.concat(tables[k][name], how="vertical_relaxed")
-            )
+            run.write_parquet(f"folds/{key}/{name}.parquet", getattr(outcome, name))
         status = {
             "key": key,
             "fold": int(fold.fold),
             "symbols": symbols,
-            "failures": failures[k],
+            "failures": outcome.failures,
             "data_fingerprint": fingerprint,
             "seconds": round((time.perf_counter() - started) / len(folds), 4),
             # Peak resident memory of the worker process so far (Linux reports KiB), for the benchmarks.

@@ -38,7 +38,7 @@ from trader.risk import RiskLimits
 from trader.sim import SimConfig, session_index_from_ts, simulate_many
 from trader.tuning import Candidate, candidate_weights, score_runs
 
-__all__ = ["FoldOutcome", "run_fold", "run_folds", "session_dates"]
+__all__ = ["FoldBatch", "FoldOutcome", "run_fold", "run_folds", "session_dates"]
 
 # Fewest bars a window must hold for a symbol to be tuned or traded in it.
 MIN_WINDOW_BARS = 2
@@ -187,36 +187,66 @@ def run_folds(
     folds: a weight at bar t depends on rows <= t only, so every fold sees exactly what it would alone
     (a test checks this), while overlapping train windows and warm-ups are not recomputed.
     """
-    if selection not in ("composer", "bandit"):
-        raise ConfigError(f"walk-forward selection must be 'composer' or 'bandit', got {selection!r}")
-    started = time.perf_counter()
-    ppy = periods_per_year(interval)
-    # Warm-up bars were loaded before the windows, so decisions are valid from a window's first bar.
-    config = dataclasses.replace(SimConfig.from_settings(settings), min_history_bars=0)
-    limits = RiskLimits.from_settings(settings, periods_per_year=ppy)
+    batch = FoldBatch(folds, candidates, settings, interval=interval, tz=tz, selection=selection)
     wanted = list(symbols) if symbols is not None else sorted(bars["symbol"].unique().to_list())
-    groups = (
-        {g["symbol"][0]: g for g in bars.sort("symbol", "ts").partition_by("symbol", maintain_order=True)}
-        if bars.height
-        else {}
-    )
-    parts = [{k: [] for k in ("returns", "trades", "events", "selection", "params")} for _ in folds]
-    failures: list[list[dict[str, Any]]] = [[] for _ in folds]
-    for symbol in wanted:
-        group = groups.get(symbol)
-        if group is None or group.is_empty():
-            for k, fold in enumerate(folds):
-                failures[k].append(
-                    {
-                        "fold": int(fold.fold),
-                        "symbol": symbol,
-                        "reason": f"no bars in the store from {_span(bars)}",
-                    }
-                )
-            continue
-        days = session_dates(group["ts"], interval, tz)
+    batch.add(bars, wanted)
+    return batch.outcomes(wanted)
+
+
+class FoldBatch:
+    """Folds run symbol by symbol into shared tables: add each symbol's bars, then take the outcomes.
+
+    A fan-out task reads and adds one symbol at a time (its memory is one symbol's span) and concatenates the
+    tables once at the end.
+    """
+
+    def __init__(
+        self,
+        folds: Sequence[Any],
+        candidates: Sequence[Candidate],
+        settings: Any,
+        *,
+        interval: str,
+        tz: str = "America/New_York",
+        selection: str = "composer",
+    ) -> None:
+        if selection not in ("composer", "bandit"):
+            raise ConfigError(f"walk-forward selection must be 'composer' or 'bandit', got {selection!r}")
+        self.folds, self.candidates, self.settings = list(folds), candidates, settings
+        self.interval, self.tz, self.selection = interval, tz, selection
+        self.started = time.perf_counter()
+        self.ppy = periods_per_year(interval)
+        # Warm-up bars were loaded before the windows, so decisions are valid from a window's first bar.
+        self.config = dataclasses.replace(SimConfig.from_settings(settings), min_history_bars=0)
+        self.limits = RiskLimits.from_settings(settings, periods_per_year=self.ppy)
+        self.parts: list[dict[str, list[pl.DataFrame]]] = [
+            {k: [] for k in ("returns", "trades", "events", "selection", "params")} for _ in self.folds
+        ]
+        self.failures: list[list[dict[str, Any]]] = [[] for _ in self.folds]
+
+    def fail(self, symbol: str, reason: str) -> None:
+        """Record ``symbol`` as failed in every fold, for ``reason``."""
+        for k, fold in enumerate(self.folds):
+            self.failures[k].append({"fold": int(fold.fold), "symbol": symbol, "reason": reason})
+
+    def add(self, bars: pl.DataFrame, symbols: Sequence[str]) -> None:
+        """Run every fold for ``symbols`` on ``bars`` (a symbol without bars is recorded as failed)."""
+        groups = (
+            {g["symbol"][0]: g for g in bars.sort("symbol", "ts").partition_by("symbol", maintain_order=True)}
+            if bars.height
+            else {}
+        )
+        for symbol in symbols:
+            group = groups.get(symbol)
+            if group is None or group.is_empty():
+                self.fail(symbol, f"no bars in the store from {_span(bars)}")
+                continue
+            self._add_symbol(symbol, group)
+
+    def _add_symbol(self, symbol: str, group: pl.DataFrame) -> None:
+        days = session_dates(group["ts"], self.interval, self.tz)
         ready: list[tuple[int, np.ndarray, np.ndarray]] = []
-        for k, fold in enumerate(folds):
+        for k, fold in enumerate(self.folds):
             train_mask = _in_ranges(days, fold.train)
             test_mask = _in_ranges(days, fold.test)
             reason = None
@@ -225,29 +255,35 @@ def run_folds(
             elif test_mask.sum() < MIN_WINDOW_BARS:
                 reason = f"{int(test_mask.sum())} bars in the test window {_fmt(fold.test)}"
             if reason is not None:
-                failures[k].append({"fold": int(fold.fold), "symbol": symbol, "reason": reason})
+                self.failures[k].append({"fold": int(fold.fold), "symbol": symbol, "reason": reason})
             else:
                 ready.append((k, train_mask, test_mask))
         if not ready:
-            continue
-        sym = _SymbolRun(symbol, group, interval, tz, config, limits, ppy, settings, candidates, selection)
+            return
+        sym = _SymbolRun(
+            symbol, group, self.interval, self.tz, self.config, self.limits, self.ppy, self.settings,
+            self.candidates, self.selection,
+        )  # fmt: skip
         for k, train_mask, test_mask in ready:
-            sym.run(int(folds[k].fold), train_mask, test_mask, parts[k])
-    elapsed = time.perf_counter() - started
-    return [
-        FoldOutcome(
-            fold=int(fold.fold),
-            symbols=wanted,
-            returns=_concat(parts[k]["returns"], _RETURN_SCHEMA),
-            trades=_concat(parts[k]["trades"], _TRADE_SCHEMA),
-            risk_events=_concat(parts[k]["events"], _EVENT_SCHEMA),
-            selection=_concat(parts[k]["selection"], _SELECTION_SCHEMA),
-            params=_concat(parts[k]["params"], _PARAMS_SCHEMA),
-            failures=failures[k],
-            seconds=elapsed / max(1, len(folds)),
-        )
-        for k, fold in enumerate(folds)
-    ]
+            sym.run(int(self.folds[k].fold), train_mask, test_mask, self.parts[k])
+
+    def outcomes(self, symbols: Sequence[str]) -> list[FoldOutcome]:
+        """One :class:`FoldOutcome` per fold, tables concatenated once."""
+        elapsed = time.perf_counter() - self.started
+        return [
+            FoldOutcome(
+                fold=int(fold.fold),
+                symbols=list(symbols),
+                returns=_concat(self.parts[k]["returns"], _RETURN_SCHEMA),
+                trades=_concat(self.parts[k]["trades"], _TRADE_SCHEMA),
+                risk_events=_concat(self.parts[k]["events"], _EVENT_SCHEMA),
+                selection=_concat(self.parts[k]["selection"], _SELECTION_SCHEMA),
+                params=_concat(self.parts[k]["params"], _PARAMS_SCHEMA),
+                failures=self.failures[k],
+                seconds=elapsed / max(1, len(self.folds)),
+            )
+            for k, fold in enumerate(self.folds)
+        ]
 
 
 def _concat(frames: list[pl.DataFrame], schema: dict[str, Any]) -> pl.DataFrame:
@@ -418,7 +454,7 @@ class _SymbolRun:
             pl.DataFrame(
                 {
                     "ts": ts.gather(test_bars),
-                    "symbol": pl.repeat(self.symbol, n, dtype=pl.String, eager=True),
+                    "symbol": pl.Series([self.symbol] * n, dtype=pl.String),
                     "fold": np.full(n, fold_id, np.int64),
                     "return": test_rets[:, 0],
                     "benchmark_return": np.nan_to_num(bench),
@@ -432,7 +468,7 @@ class _SymbolRun:
                 test_trades.drop("run", "bar", "symbol").hstack(
                     [
                         ts.gather(bars).alias("ts"),
-                        pl.repeat(self.symbol, m, dtype=pl.String, eager=True).alias("symbol"),
+                        pl.Series("symbol", [self.symbol] * m, dtype=pl.String),
                         pl.Series("fold", np.full(m, fold_id, np.int64)),
                     ]
                 )
@@ -479,7 +515,8 @@ class _SymbolRun:
         codes = np.asarray(regimes)[idx].astype(np.int64)
         arm_at = np.asarray(arms, dtype=object)[idx]
         # Run-length encode (regime, arm) over the test bars in numpy: one row per run.
-        arm_codes = pl.Series(arm_at.tolist(), dtype=pl.String).rank("dense").fill_null(0).to_numpy()
+        arm_text = np.array(["" if a is None else str(a) for a in arm_at], dtype=object)
+        arm_codes = np.unique(arm_text, return_inverse=True)[1] if arm_text.size else np.zeros(0, np.int64)
         change = np.ones(idx.size, dtype=bool)
         change[1:] = (codes[1:] != codes[:-1]) | (arm_codes[1:] != arm_codes[:-1])
         starts = np.flatnonzero(change)
@@ -491,7 +528,7 @@ class _SymbolRun:
         return pl.DataFrame(
             {
                 "ts": self.ts.gather(idx[starts]),
-                "symbol": pl.repeat(self.symbol, n, dtype=pl.String, eager=True),
+                "symbol": pl.Series([self.symbol] * n, dtype=pl.String),
                 "fold": np.full(n, fold_id, np.int64),
                 "regime": pl.Series(labels.tolist(), dtype=pl.String),
                 "arm": pl.Series(arm_at[starts].tolist(), dtype=pl.String),

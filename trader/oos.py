@@ -54,17 +54,25 @@ def stitch_equity(returns: pl.DataFrame, initial_cash: float) -> pl.DataFrame:
 
 
 def trade_returns(trades: pl.DataFrame) -> np.ndarray:
-    """Returns of closed round trips (fractions, net of commission), per symbol, fold and test window."""
-    from trader.backtest import _round_trip_returns
+    """Returns of closed round trips (fractions, net of commission), per symbol, fold and test window.
+
+    Trips follow :func:`trader.backtest.run`'s rule; in (symbol, fold, window, time) order.
+    """
+    from trader.tuning import round_trip_returns
 
     if trades.is_empty():
         return np.empty(0)
-    segment = pl.col("segment").cast(pl.String) if "segment" in trades.columns else pl.lit("0")
+    keys = ["symbol", "fold", "segment"] if "segment" in trades.columns else ["symbol", "fold"]
     # A trip never spans folds or test windows: each window is simulated from flat.
-    keyed = trades.with_columns(
-        symbol=pl.col("symbol") + "/" + pl.col("fold").cast(pl.String) + "/" + segment
-    ).sort("ts")
-    return _round_trip_returns(keyed.sort("symbol", "ts", maintain_order=True))
+    ordered = trades.sort([*keys, "ts"], maintain_order=True)
+    group = ordered.select(pl.struct(keys).rank("dense")).to_series().to_numpy().astype(np.int64)
+    signed = np.where(ordered["side"].to_numpy() == "buy", 1.0, -1.0) * ordered["qty"].to_numpy()
+    return round_trip_returns(
+        group,
+        np.ascontiguousarray(signed, dtype=np.float64),
+        ordered["price"].to_numpy().astype(np.float64),
+        ordered["commission"].to_numpy().astype(np.float64),
+    )
 
 
 def _window_metrics(rets: np.ndarray, interval: str, n_trades: int) -> dict[str, Any]:
@@ -129,9 +137,12 @@ def oos_summary(
         per_fold.append(row)
 
     per_symbol: dict[str, Any] = {}
-    for symbol in sorted(returns["symbol"].unique().to_list()) if returns.height else []:
-        sub = _first_fold_per_bar(returns.filter(pl.col("symbol") == symbol))
-        sym_trades = trades.filter(pl.col("symbol") == symbol) if trades.height else trades
+    # One pass over each table (not a filter per symbol: runs hold hundreds of symbols).
+    by_symbol = returns.partition_by("symbol", as_dict=True) if returns.height else {}
+    trades_by = trades.partition_by("symbol", as_dict=True) if trades.height else {}
+    for (symbol,), rows in sorted(by_symbol.items()):
+        sub = _first_fold_per_bar(rows)
+        sym_trades = trades_by.get((symbol,), trades.clear())
         m = summarize(sub["return"].to_numpy(), interval=interval, trades=trade_returns(sym_trades))
         m["benchmark_total_return"] = summarize(sub["benchmark_return"].to_numpy(), interval=interval)[
             "total_return"

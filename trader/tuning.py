@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from numba import njit
 
-from trader.composer import Composer, composite_score
+from trader.composer import Composer, _weights_mapping
 from trader.errors import ConfigError
 from trader.strategies import get_strategy
 from trader.strategies.base import StrategyDef, as_bar_arrays
@@ -302,6 +302,44 @@ def round_trip_stats(
     return trips, wins, total
 
 
+@njit(cache=True)
+def round_trip_returns(group: np.ndarray, qty: np.ndarray, price: np.ndarray, fee: np.ndarray) -> np.ndarray:
+    """Every closed round trip's return (fraction, net of commission), in input order.
+
+    Fills must be grouped by ``group`` (e.g. one id per symbol, fold and window) and in time order within
+    each group; a group starts flat. The trip rule is :func:`round_trip_stats`'s.
+    """
+    out = np.empty(group.shape[0])
+    n_out = 0
+    current = -1
+    pos = cost = pnl = entry = 0.0
+    for i in range(group.shape[0]):
+        if i == 0 or group[i] != current:
+            current = group[i]
+            pos = cost = pnl = entry = 0.0
+        signed = qty[i]
+        px = price[i]
+        pnl -= fee[i]
+        while signed != 0.0:
+            if pos == 0.0 or (signed > 0.0) == (pos > 0.0):
+                cost += signed * px
+                entry += abs(signed) * px
+                pos += signed
+                signed = 0.0
+                continue
+            closing = math.copysign(min(abs(signed), abs(pos)), signed)
+            avg = cost / pos
+            pnl += -closing * (px - avg)
+            cost -= -closing * avg
+            pos += closing
+            signed -= closing
+            if abs(pos) < 1e-12:
+                out[n_out] = pnl / entry if entry > 0.0 else 0.0
+                n_out += 1
+                pos = cost = pnl = entry = 0.0
+    return out[:n_out]
+
+
 def score_runs(
     returns: np.ndarray,
     trades: Any,
@@ -327,7 +365,9 @@ def score_runs(
         equity = np.vstack((np.ones((1, n_runs)), np.cumprod(1.0 + rets, axis=0)))
         drawdown = (1.0 - equity / np.maximum.accumulate(equity, axis=0)).max(axis=0)
     # Trips are counted per run (and per window when several are stacked): group fills, keep time order.
-    trades = trades.sort("run", maintain_order=True)
+    runs = trades["run"].to_numpy()
+    if runs.size > 1 and (np.diff(runs) < 0).any():
+        trades = trades.sort("run", maintain_order=True)
     signed = np.where(trades["side"].to_numpy() == "buy", 1.0, -1.0) * trades["qty"].to_numpy()
     segment = (
         trades["segment"].to_numpy().astype(np.int64)
@@ -342,17 +382,35 @@ def score_runs(
         trades["commission"].to_numpy().astype(np.float64),
         n_runs,
     )
-    scores = np.empty(n_runs)
-    metrics: list[dict[str, float]] = []
-    for r in range(n_runs):
-        m = {
+    n = np.maximum(trips, 1)
+    win_rate = np.where(trips > 0, wins / n, np.nan)
+    avg_trade = np.where(trips > 0, total / n, np.nan)
+    columns = {
+        "cagr": cagr,
+        "sharpe": sharpe,
+        "max_drawdown": drawdown,
+        "win_rate": win_rate,
+        "avg_trade": avg_trade,
+    }
+    # composite_score, vectorised over runs: a NaN metric with a positive weight makes the score NaN.
+    scores = np.zeros(n_runs)
+    for name, weight in _weights_mapping(score_weights).items():
+        if weight == 0.0:
+            continue
+        key = "max_drawdown" if name == "max_drawdown_penalty" else name
+        values = columns[key]
+        scores = (
+            scores - weight * np.abs(values) if name == "max_drawdown_penalty" else scores + weight * values
+        )
+    metrics = [
+        {
             "cagr": float(cagr[r]),
             "sharpe": float(sharpe[r]),
             "max_drawdown": float(drawdown[r]),
-            "win_rate": float(wins[r] / trips[r]) if trips[r] else math.nan,
-            "avg_trade": float(total[r] / trips[r]) if trips[r] else math.nan,
+            "win_rate": float(win_rate[r]),
+            "avg_trade": float(avg_trade[r]),
             "n_trips": float(trips[r]),
         }
-        metrics.append(m)
-        scores[r] = composite_score(m, score_weights)
+        for r in range(n_runs)
+    ]
     return scores, metrics
