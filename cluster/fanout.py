@@ -102,6 +102,7 @@ def _fold_task(
     candidates: list[Any],
     settings: Any,
     selection: str,
+    sleeves: int,
 ) -> list[dict[str, Any]]:
     """A group of folds for a batch of symbols: read each symbol's bars for the span, tune and test every
     fold, write ``folds/<key>/`` per fold (``outcome.json`` last); return small statuses."""
@@ -112,7 +113,9 @@ def _fold_task(
     started = time.perf_counter()
     run = RunDir(run_uri)
     store = BarStore(store_uri)
-    batch = FoldBatch(folds, candidates, settings, interval=interval, tz=tz, selection=selection)
+    batch = FoldBatch(
+        folds, candidates, settings, interval=interval, tz=tz, selection=selection, sleeves=sleeves
+    )
     prints: list[str] = []
     for symbol in symbols:
         try:
@@ -267,7 +270,7 @@ def run_walkforward(
         refs = {
             remote.remote(
                 store.uri, run.uri, keys, interval, calendar.tz, batch, group, window, shared_candidates,
-                shared_settings, request.selection,
+                shared_settings, request.selection, len(symbols),
             ): (keys, group, batch)
             for keys, group, batch, window in tasks
         }  # fmt: skip

@@ -38,7 +38,7 @@ from trader.risk import RiskLimits
 from trader.sim import SimConfig, session_index_from_ts, simulate_many
 from trader.tuning import Candidate, candidate_weights, score_runs
 
-__all__ = ["FoldBatch", "FoldOutcome", "run_fold", "run_folds", "session_dates"]
+__all__ = ["FoldBatch", "FoldOutcome", "run_fold", "run_folds", "session_dates", "sleeve_rules"]
 
 # Fewest bars a window must hold for a symbol to be tuned or traded in it.
 MIN_WINDOW_BARS = 2
@@ -193,11 +193,29 @@ def run_folds(
     return batch.outcomes(wanted)
 
 
+def sleeve_rules(settings: Any, ppy: float, sleeves: int = 1) -> tuple[SimConfig, RiskLimits]:
+    """Simulator settings and risk limits for one symbol's sleeve of a portfolio of ``sleeves`` symbols.
+
+    A sleeve holds ``initial_cash / sleeves`` (so fill sizes, minimum commissions and currency caps are those
+    of the real portfolio), and ``max_position_pct``, a fraction of the *portfolio's* equity, becomes
+    ``min(1, max_position_pct * sleeves)`` of the sleeve's. Other fractions (stop loss, daily loss, drawdown,
+    vol target, gross leverage) apply to each sleeve as they stand: an approximation of account-level rules
+    stated in the README. Decisions are valid from a window's first bar (warm-up bars were loaded before it).
+    """
+    n = max(1, int(sleeves))
+    base = SimConfig.from_settings(settings)
+    config = dataclasses.replace(base, min_history_bars=0, initial_cash=base.initial_cash / n)
+    limits = RiskLimits.from_settings(settings, periods_per_year=ppy)
+    if limits.max_position_pct is not None:
+        limits = dataclasses.replace(limits, max_position_pct=min(1.0, limits.max_position_pct * n))
+    return config, limits
+
+
 class FoldBatch:
     """Folds run symbol by symbol into shared tables: add each symbol's bars, then take the outcomes.
 
     A fan-out task reads and adds one symbol at a time (its memory is one symbol's span) and concatenates the
-    tables once at the end.
+    tables once at the end. ``sleeves``: how many symbols the whole run trades (see :func:`sleeve_rules`).
     """
 
     def __init__(
@@ -209,6 +227,7 @@ class FoldBatch:
         interval: str,
         tz: str = "America/New_York",
         selection: str = "composer",
+        sleeves: int = 1,
     ) -> None:
         if selection not in ("composer", "bandit"):
             raise ConfigError(f"walk-forward selection must be 'composer' or 'bandit', got {selection!r}")
@@ -217,8 +236,7 @@ class FoldBatch:
         self.started = time.perf_counter()
         self.ppy = periods_per_year(interval)
         # Warm-up bars were loaded before the windows, so decisions are valid from a window's first bar.
-        self.config = dataclasses.replace(SimConfig.from_settings(settings), min_history_bars=0)
-        self.limits = RiskLimits.from_settings(settings, periods_per_year=self.ppy)
+        self.config, self.limits = sleeve_rules(settings, self.ppy, sleeves)
         self.parts: list[dict[str, list[pl.DataFrame]]] = [
             {k: [] for k in ("returns", "trades", "events", "selection", "params")} for _ in self.folds
         ]

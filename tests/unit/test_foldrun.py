@@ -446,3 +446,18 @@ def test_oos_round_trips_are_counted_per_test_segment(
         expected = _simulate(group, _weights(group, candidates[best], demo), test, demo, DAILY_PPY, None)
         got = trade_returns(out.trades.filter(pl.col("symbol") == symbol))
         np.testing.assert_allclose(got, expected.trips, rtol=1e-12, err_msg=symbol)
+
+
+def test_sleeve_rules_split_cash_and_scale_the_per_symbol_cap(demo: Any) -> None:
+    from trader.foldrun import sleeve_rules
+
+    settings = load_settings([CONFIGS / "base.yaml"], ["risk.max_position_pct=0.1"], env={})
+    one_config, one_limits = sleeve_rules(settings, 252.0, 1)
+    assert one_config.initial_cash == settings.engine.initial_cash and one_config.min_history_bars == 0
+    assert one_limits.max_position_pct == pytest.approx(0.1)
+    config, limits = sleeve_rules(settings, 252.0, 4)
+    # A quarter of the cash; 10 % of the portfolio is 40 % of a quarter-sized sleeve.
+    assert config.initial_cash == pytest.approx(settings.engine.initial_cash / 4)
+    assert limits.max_position_pct == pytest.approx(0.4)
+    assert sleeve_rules(settings, 252.0, 20)[1].max_position_pct == 1.0
+    assert limits.max_drawdown == one_limits.max_drawdown
