@@ -404,32 +404,22 @@ def _changes(
 def _round_trip_returns(trades: pl.DataFrame) -> np.ndarray:
     """Return of each closed round trip (flat -> position -> flat or flip), net of commission, as a fraction.
 
-    Per symbol, fills are accumulated at their average cost; when the position returns to zero (or flips),
-    the trip's P&L over its gross entry notional is one trade return. An open position at the end is no trip.
+    Per symbol (in order of first fill), fills are accumulated at their average cost; when the position
+    returns to zero (or flips), the trip's P&L over its gross entry notional is one trade return. An open
+    position at the end is no trip (:func:`trader.tuning.round_trip_returns`).
     """
-    out: list[float] = []
-    for group in trades.partition_by("symbol", maintain_order=True):
-        pos = cost = pnl = entry = 0.0
-        for side, qty, price, fee in group.select("side", "qty", "price", "commission").iter_rows():
-            signed = qty if side == "buy" else -qty
-            pnl -= fee
-            while signed != 0.0:
-                if pos == 0.0 or math.copysign(1.0, signed) == math.copysign(1.0, pos):
-                    cost += signed * price
-                    entry += abs(signed) * price
-                    pos += signed
-                    signed = 0.0
-                    continue
-                closing = math.copysign(min(abs(signed), abs(pos)), signed)
-                avg = cost / pos
-                pnl += -closing * (price - avg)
-                cost -= -closing * avg
-                pos += closing
-                signed -= closing
-                if abs(pos) < 1e-12:
-                    out.append(pnl / entry if entry else 0.0)
-                    pos = cost = pnl = entry = 0.0
-    return np.asarray(out, dtype=np.float64)
+    from trader.tuning import round_trip_returns
+
+    if trades.is_empty():
+        return np.empty(0)
+    first_seen = {s: i for i, s in enumerate(trades["symbol"].unique(maintain_order=True).to_list())}
+    ordered = trades.with_columns(
+        _group=pl.col("symbol").replace_strict(first_seen, return_dtype=pl.Int64)
+    ).sort("_group", maintain_order=True)
+    signed = np.where(ordered["side"].to_numpy() == "buy", 1.0, -1.0) * ordered["qty"].to_numpy()
+    return round_trip_returns(
+        ordered["_group"].to_numpy(), signed, ordered["price"].to_numpy(), ordered["commission"].to_numpy()
+    )
 
 
 def data_fingerprint(frame: pl.DataFrame) -> str:

@@ -413,14 +413,22 @@ class Composer:
         ``regimes`` overrides the labels computed from the bars; without any bias set, none are computed.
         """
         arrays = as_bar_arrays(bars, ("close",), where="composer")
-        close = arrays.close
+        if regimes is None and self._needs_regimes():
+            regimes = self.regimes(bars)
+        return self.blend_from(self.strategy_targets(bars), arrays.close, regimes)
+
+    def blend_from(self, targets: Any, close: Any, regimes: Any | None = None) -> Blend:
+        """The level-1 blend of precomputed strategy ``targets`` (bars x strategies) on ``close`` prices.
+
+        For callers that share strategy signals between many composers (parameter grids); ``regimes`` as in
+        :meth:`blend` (None = no regime bias).
+        """
+        close = np.asarray(close, dtype=np.float64)
         returns = np.full(close.shape, np.nan)
         with np.errstate(divide="ignore", invalid="ignore"):
             returns[1:] = close[1:] / close[:-1] - 1.0
-        if regimes is None and self._needs_regimes():
-            regimes = self.regimes(bars)
         return blend_targets(
-            self.strategy_targets(bars),
+            targets,
             returns,
             regimes,
             self.styles,

@@ -67,12 +67,7 @@ def trade_returns(trades: pl.DataFrame) -> np.ndarray:
     ordered = trades.sort([*keys, "ts"], maintain_order=True)
     group = ordered.select(pl.struct(keys).rank("dense")).to_series().to_numpy().astype(np.int64)
     signed = np.where(ordered["side"].to_numpy() == "buy", 1.0, -1.0) * ordered["qty"].to_numpy()
-    return round_trip_returns(
-        group,
-        np.ascontiguousarray(signed, dtype=np.float64),
-        ordered["price"].to_numpy().astype(np.float64),
-        ordered["commission"].to_numpy().astype(np.float64),
-    )
+    return round_trip_returns(group, signed, ordered["price"].to_numpy(), ordered["commission"].to_numpy())
 
 
 def _window_metrics(rets: np.ndarray, interval: str, n_trades: int) -> dict[str, Any]:

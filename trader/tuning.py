@@ -219,7 +219,7 @@ def candidate_weights(bars: Any, candidates: Sequence[Candidate], settings: Any)
             hold_on_nan=base.hold_on_nan,
             score_weights=base.score_weights,
         )
-        out[:, j] = _blend(composer, targets, arrays.close, regimes)
+        out[:, j] = composer.blend_from(targets, arrays.close, regimes).target
     return out
 
 
@@ -229,87 +229,13 @@ def _composer_signal(base: Composer, spec: StrategyDef, params: dict[str, Any], 
     return single.strategy_targets(arrays)[:, 0]
 
 
-def _blend(composer: Composer, targets: np.ndarray, close: np.ndarray, regimes: Any) -> np.ndarray:
-    from trader.composer import blend_targets
-
-    returns = np.full(close.shape, np.nan)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        returns[1:] = close[1:] / close[:-1] - 1.0
-    return blend_targets(
-        targets,
-        returns,
-        regimes,
-        composer.styles,
-        lookback=composer.lookback,
-        temperature=composer.temperature,
-        trend_bias=composer.trend_bias,
-        chop_bias=composer.chop_bias,
-        volatile_bias=composer.volatile_bias,
-        min_confidence=composer.min_confidence,
-        min_history_bars=composer.min_history_bars,
-        hold_on_nan=composer.hold_on_nan,
-        include_flat=composer.include_flat,
-    ).target
-
-
 @njit(cache=True)
-def round_trip_stats(
-    run: np.ndarray, segment: np.ndarray, qty: np.ndarray, price: np.ndarray, fee: np.ndarray, n_runs: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per run: (closed round trips, winning trips, sum of trip returns); trips as in trader.backtest.
-
-    Fills must be grouped by run and in time order within each run (signed ``qty`` in shares, ``price`` the
-    fill price, ``fee`` the commission); ``segment`` numbers the separately simulated windows, each starting
-    flat, so a position still open when one window ends is dropped, never netted against the next. A trip
-    runs from flat to flat (or to a flip); its return is its P&L net of commission over its gross entry
-    notional (fraction). An open position at the end is no trip.
-    """
-    trips = np.zeros(n_runs, np.int64)
-    wins = np.zeros(n_runs, np.int64)
-    total = np.zeros(n_runs)
-    current = -1
-    current_segment = -1
-    pos = cost = pnl = entry = 0.0
-    for i in range(run.shape[0]):
-        r = run[i]
-        if r != current or segment[i] != current_segment:
-            current = r
-            current_segment = segment[i]
-            pos = cost = pnl = entry = 0.0
-        signed = qty[i]
-        px = price[i]
-        pnl -= fee[i]
-        while signed != 0.0:
-            if pos == 0.0 or (signed > 0.0) == (pos > 0.0):
-                cost += signed * px
-                entry += abs(signed) * px
-                pos += signed
-                signed = 0.0
-                continue
-            closing = math.copysign(min(abs(signed), abs(pos)), signed)
-            avg = cost / pos
-            pnl += -closing * (px - avg)
-            cost -= -closing * avg
-            pos += closing
-            signed -= closing
-            if abs(pos) < 1e-12:
-                ret = pnl / entry if entry > 0.0 else 0.0
-                trips[r] += 1
-                total[r] += ret
-                if ret > 0.0:
-                    wins[r] += 1
-                pos = cost = pnl = entry = 0.0
-    return trips, wins, total
-
-
-@njit(cache=True)
-def round_trip_returns(group: np.ndarray, qty: np.ndarray, price: np.ndarray, fee: np.ndarray) -> np.ndarray:
-    """Every closed round trip's return (fraction, net of commission), in input order.
-
-    Fills must be grouped by ``group`` (e.g. one id per symbol, fold and window) and in time order within
-    each group; a group starts flat. The trip rule is :func:`round_trip_stats`'s.
-    """
+def _trips(
+    group: np.ndarray, qty: np.ndarray, price: np.ndarray, fee: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Closed round trips: (return of each, index of the fill that closed it); see round_trip_returns."""
     out = np.empty(group.shape[0])
+    closed_at = np.empty(group.shape[0], np.int64)
     n_out = 0
     current = -1
     pos = cost = pnl = entry = 0.0
@@ -335,9 +261,54 @@ def round_trip_returns(group: np.ndarray, qty: np.ndarray, price: np.ndarray, fe
             signed -= closing
             if abs(pos) < 1e-12:
                 out[n_out] = pnl / entry if entry > 0.0 else 0.0
+                closed_at[n_out] = i
                 n_out += 1
                 pos = cost = pnl = entry = 0.0
-    return out[:n_out]
+    return out[:n_out], closed_at[:n_out]
+
+
+def round_trip_returns(group: np.ndarray, qty: np.ndarray, price: np.ndarray, fee: np.ndarray) -> np.ndarray:
+    """Every closed round trip's return (fraction, net of commission), in input order.
+
+    Fills (signed ``qty`` in shares, ``price`` the fill price, ``fee`` the commission) must be grouped by
+    ``group`` (an integer id: a symbol, or a symbol's fold and window) and in time order within a group; a
+    group starts flat. Fills are accumulated at their average cost; when the position returns to zero (or
+    flips), the trip's P&L over its gross entry notional is one trip return. An open position at the end of a
+    group is no trip.
+    """
+    return _trips(
+        np.ascontiguousarray(group, dtype=np.int64),
+        np.ascontiguousarray(qty, dtype=np.float64),
+        np.ascontiguousarray(price, dtype=np.float64),
+        np.ascontiguousarray(fee, dtype=np.float64),
+    )[0]
+
+
+def round_trip_stats(
+    run: np.ndarray, segment: np.ndarray, qty: np.ndarray, price: np.ndarray, fee: np.ndarray, n_runs: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per run: (closed round trips, winning trips, sum of trip returns), trips as :func:`round_trip_returns`.
+
+    Fills must be grouped by run and in time order within each run; ``segment`` numbers the separately
+    simulated windows, each starting flat, so a position still open when one window ends is dropped, never
+    netted against the next.
+    """
+    run = np.asarray(run, dtype=np.int64)
+    segment = np.asarray(segment, dtype=np.int64)
+    group = np.zeros(run.shape[0], np.int64)
+    if run.size > 1:
+        group[1:] = np.cumsum((run[1:] != run[:-1]) | (segment[1:] != segment[:-1]))
+    returns, closed_at = _trips(
+        group,
+        np.ascontiguousarray(qty, dtype=np.float64),
+        np.ascontiguousarray(price, dtype=np.float64),
+        np.ascontiguousarray(fee, dtype=np.float64),
+    )
+    owner = run[closed_at]
+    trips = np.bincount(owner, minlength=n_runs).astype(np.int64)
+    wins = np.bincount(owner, weights=(returns > 0.0).astype(np.float64), minlength=n_runs).astype(np.int64)
+    total = np.bincount(owner, weights=returns, minlength=n_runs)
+    return trips, wins, total
 
 
 def score_runs(

@@ -2,7 +2,7 @@
 
 Oracles: the strategies' own declarations (Param bounds, ``validate``, ``warmup``), ``get_strategy(name).run``
 and a :class:`trader.composer.Composer` built by hand for the weights, the regime labels themselves for the
-regime warm-up, :func:`trader.backtest._round_trip_returns` and a hand-worked trip example for round trips,
+regime warm-up, an independent plain-loop trip oracle and a hand-worked trip example for round trips,
 plain-Python loops for CAGR, Sharpe and max drawdown, and :func:`trader.composer.composite_score`.
 """
 
@@ -21,7 +21,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from trader.backtest import _round_trip_returns
 from trader.composer import Composer, composite_score
 from trader.config import load_settings
 from trader.data.synth import synth_bars
@@ -48,6 +47,33 @@ BUILT_IN = (
     "rsi_reversion",
     "bollinger_reversion",
 )
+
+
+def _round_trip_returns(trades: pl.DataFrame) -> np.ndarray:
+    """Independent oracle: the trip rule written as a plain loop per symbol (first-fill order)."""
+    out: list[float] = []
+    for group in trades.partition_by("symbol", maintain_order=True):
+        pos = cost = pnl = entry = 0.0
+        for side, qty, price, fee in group.select("side", "qty", "price", "commission").iter_rows():
+            signed = qty if side == "buy" else -qty
+            pnl -= fee
+            while signed != 0.0:
+                if pos == 0.0 or math.copysign(1.0, signed) == math.copysign(1.0, pos):
+                    cost += signed * price
+                    entry += abs(signed) * price
+                    pos += signed
+                    signed = 0.0
+                    continue
+                closing = math.copysign(min(abs(signed), abs(pos)), signed)
+                avg = cost / pos
+                pnl += -closing * (price - avg)
+                cost -= -closing * avg
+                pos += closing
+                signed -= closing
+                if abs(pos) < 1e-12:
+                    out.append(pnl / entry if entry else 0.0)
+                    pos = cost = pnl = entry = 0.0
+    return np.asarray(out, dtype=np.float64)
 
 
 def _settings(*overrides: str) -> Any:
