@@ -461,3 +461,22 @@ def test_sleeve_rules_split_cash_and_scale_the_per_symbol_cap(demo: Any) -> None
     assert limits.max_position_pct == pytest.approx(0.4)
     assert sleeve_rules(settings, 252.0, 20)[1].max_position_pct == 1.0
     assert limits.max_drawdown == one_limits.max_drawdown
+
+
+def test_bandit_folds_learn_on_train_and_never_see_later_bars(demo: Any, bars: pl.DataFrame) -> None:
+    arms = [s.name for s in demo.composer.strategies]
+    out = run_fold(bars, FOLD, [], demo, interval="1d", selection="bandit")
+    assert not out.failures
+    assert out.params["strategy"].to_list() == ["bandit"] * len(SYMBOLS)
+    assert set(out.selection["arm"].drop_nulls().unique().to_list()) <= set(arms)
+    test_end = FOLD.test[0][1]
+    assert out.returns["ts"].dt.date().max() <= test_end
+    # Replacing every bar after the test window (a crash into them) changes nothing at all.
+    later = (test_end + dt.timedelta(days=1), D(2021, 12, 31))
+    again = run_fold(_batch(replace=later, scale=0.1), FOLD, [], demo, interval="1d", selection="bandit")
+    for name in ("returns", "trades", "selection", "params"):
+        assert_frame_equal(getattr(out, name), getattr(again, name))
+    # One OOS return per test-window bar of every symbol.
+    assert out.returns.height == sum(
+        _group(bars, s).filter(pl.col("ts").dt.date().is_between(*FOLD.test[0])).height for s in SYMBOLS
+    )
