@@ -312,31 +312,34 @@ def _done_keys(run: RunDir) -> set[str]:
     return {p.split("/")[1] for p in run.list("folds") if p.endswith("/outcome.json")}
 
 
-def _read_tables(run: RunDir) -> tuple[dict[str, pl.DataFrame], list[dict[str, Any]], str]:
-    """Every finished task's tables concatenated, its failures, and a digest of the bars the tasks read."""
+def _schemas() -> dict[str, dict[str, Any]]:
     from trader import foldrun
 
-    schemas = {
+    return {
         "returns": foldrun._RETURN_SCHEMA,
         "trades": foldrun._TRADE_SCHEMA,
         "risk_events": foldrun._EVENT_SCHEMA,
         "selection": foldrun._SELECTION_SCHEMA,
         "params": foldrun._PARAMS_SCHEMA,
     }
-    parts: dict[str, list[pl.DataFrame]] = {k: [] for k in TABLES}
+
+
+def _scan(run: RunDir, keys: list[str], name: str) -> pl.LazyFrame:
+    """Every finished task's ``name`` table as one lazy scan, in key order (fold, then symbol batch)."""
+    if not keys:
+        return pl.LazyFrame(schema=_schemas()[name])
+    return run.scan_parquet([f"folds/{key}/{name}.parquet" for key in keys])
+
+
+def _outcomes(run: RunDir, keys: list[str]) -> tuple[list[dict[str, Any]], str]:
+    """Failures recorded by the finished tasks, and a digest of the bars every task read."""
     failures: list[dict[str, Any]] = []
     prints: list[str] = []
-    for key in sorted(_done_keys(run)):
+    for key in keys:
         outcome = run.read_json(f"folds/{key}/outcome.json")
         failures.extend(outcome["failures"])
         prints.append(f"{key}:{outcome.get('data_fingerprint')}")
-        for name in TABLES:
-            parts[name].append(run.read_parquet(f"folds/{key}/{name}.parquet"))
-    tables = {
-        name: pl.concat(frames).cast(schemas[name]) if frames else pl.DataFrame(schema=schemas[name])
-        for name, frames in parts.items()
-    }
-    return tables, failures, hashlib.sha256("\n".join(prints).encode()).hexdigest()
+    return failures, hashlib.sha256("\n".join(prints).encode()).hexdigest()
 
 
 def _finish(
@@ -355,25 +358,37 @@ def _finish(
     from trader.backtest import versions
     from trader.oos import oos_summary, stitch_equity
 
-    tables, failures, fingerprint = _read_tables(run)
+    # The driver never holds the run's tables: outputs stream from the task files (in fold, then symbol batch
+    # order, the same whatever the batching), and metrics read per-bar aggregates and one symbol at a time.
+    keys = sorted(_done_keys(run))
+    failures, fingerprint = _outcomes(run, keys)
     failures = failures + errors
-    returns = tables["returns"].sort("ts", "symbol", "fold")
-    equity = stitch_equity(returns, float(settings.engine.initial_cash)).select("ts", "equity", "benchmark")
-    run.write_parquet("oos_returns.parquet", returns.select("ts", "symbol", "fold", "return"))
+    returns = _scan(run, keys, "returns")
+    trades = _scan(run, keys, "trades")
+    initial_cash = float(settings.engine.initial_cash)
+    equity = stitch_equity(returns, initial_cash).select("ts", "equity", "benchmark")
+    run.sink_parquet("oos_returns.parquet", returns.select("ts", "symbol", "fold", "return"))
     run.write_parquet("equity.parquet", equity)
-    run.write_parquet("trades.parquet", tables["trades"].sort("ts", "symbol"))
-    run.write_parquet("params.parquet", tables["params"].sort("fold", "symbol"))
-    run.write_parquet("risk_events.parquet", tables["risk_events"].sort("ts", "symbol"))
-    run.write_parquet("selection.parquet", tables["selection"].sort("ts", "symbol"))
+    run.sink_parquet("trades.parquet", trades)
+    params = _scan(run, keys, "params").collect()
+    run.write_parquet("params.parquet", params)
+    run.sink_parquet("risk_events.parquet", _scan(run, keys, "risk_events"))
+    run.sink_parquet("selection.parquet", _scan(run, keys, "selection"))
+    by_symbol: dict[str, tuple[pl.LazyFrame, pl.LazyFrame]] = {}
+    for b, batch in enumerate(manifest["batches"]):
+        mine = [k for k in keys if k.endswith(f"-b{b:03d}")]
+        sources = (_scan(run, mine, "returns"), _scan(run, mine, "trades"))
+        by_symbol.update(dict.fromkeys(batch, sources))
     metrics = oos_summary(
         returns=returns,
-        trades=tables["trades"],
-        params=tables["params"],
+        trades=trades,
+        params=params,
         plan_table=plan.table,
         failures=failures,
         interval=interval,
-        initial_cash=float(settings.engine.initial_cash),
+        initial_cash=initial_cash,
         n_trials=len(candidates),
+        by_symbol=by_symbol,
     )
     finished_at = dt.datetime.now(dt.UTC)
     summary = {

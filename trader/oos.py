@@ -3,9 +3,9 @@
 Stitching rule (stated in the README): each symbol is traded as its own sleeve in each fold's test window. The
 portfolio's return at bar t is the equal-weight mean of the returns of the sleeves that have a bar at t
 (capital split equally and rebalanced every bar, costs inside each sleeve); when folds overlap (stride <
-test_len, or CPCV), a bar is taken from the lowest-numbered fold that tests it. The benchmark is the same
-equal-weight mean of each symbol's buy-and-hold return over the same bars. Equity starts at
-``engine.initial_cash``.
+test_len, or CPCV), a bar is taken from the lowest-numbered fold that tests it (the mean over that fold's
+sleeves). The benchmark is the same equal-weight mean of each symbol's buy-and-hold return over the same bars.
+Equity starts at ``engine.initial_cash``.
 """
 
 from __future__ import annotations
@@ -22,44 +22,62 @@ from trader.metrics import deflated_sharpe_ratio, sample_kurtosis, sample_skewne
 __all__ = ["oos_summary", "stitch_equity", "trade_returns"]
 
 
-def _first_fold_per_bar(returns: pl.DataFrame) -> pl.DataFrame:
-    return returns.sort("fold").unique(subset=["ts", "symbol"], keep="first", maintain_order=True).sort("ts")
+Frame = pl.DataFrame | pl.LazyFrame
 
 
-def stitch_equity(returns: pl.DataFrame, initial_cash: float) -> pl.DataFrame:
+def _lazy(frame: Frame) -> pl.LazyFrame:
+    return frame.lazy() if isinstance(frame, pl.DataFrame) else frame
+
+
+_STITCHED_SCHEMA = {
+    "ts": pl.Datetime("ns", "UTC"),
+    "equity": pl.Float64,
+    "benchmark": pl.Float64,
+    "return": pl.Float64,
+    "benchmark_return": pl.Float64,
+}
+
+
+def _per_bar_means(returns: Frame) -> pl.DataFrame:
+    """(ts, return, benchmark_return): per bar, the mean over the sleeves of the lowest fold testing it.
+
+    Aggregates per (ts, fold) first, so memory is one row per bar and fold whatever the number of symbols.
+    """
+    return (
+        _lazy(returns)
+        .group_by("ts", "fold")
+        .agg(pl.col("return").mean(), pl.col("benchmark_return").mean())
+        .sort("ts", "fold")
+        .group_by("ts", maintain_order=True)
+        .first()
+        .select("ts", "return", "benchmark_return")
+        .collect(engine="streaming")
+    )
+
+
+def stitch_equity(returns: Frame, initial_cash: float) -> pl.DataFrame:
     """(ts, equity, benchmark, return, benchmark_return): the stitched OOS portfolio (module docstring).
 
-    ``returns``: oos_returns rows (ts, symbol, fold, return, benchmark_return).
+    ``returns``: oos_returns rows (ts, symbol, fold, return, benchmark_return), a DataFrame or a LazyFrame
+    (e.g. a scan of every task's file; it is aggregated without being loaded whole).
     """
-    if returns.is_empty():
-        return pl.DataFrame(
-            schema={
-                "ts": pl.Datetime("ns", "UTC"),
-                "equity": pl.Float64,
-                "benchmark": pl.Float64,
-                "return": pl.Float64,
-                "benchmark_return": pl.Float64,
-            }
-        )
-    per_bar = (
-        _first_fold_per_bar(returns)
-        .group_by("ts")
-        .agg(pl.col("return").mean(), pl.col("benchmark_return").mean())
-        .sort("ts")
-    )
+    per_bar = _per_bar_means(returns)
+    if per_bar.is_empty():
+        return pl.DataFrame(schema=_STITCHED_SCHEMA)
     return per_bar.with_columns(
         equity=initial_cash * (1.0 + pl.col("return")).cum_prod(),
         benchmark=initial_cash * (1.0 + pl.col("benchmark_return")).cum_prod(),
-    ).select("ts", "equity", "benchmark", "return", "benchmark_return")
+    ).select(list(_STITCHED_SCHEMA))
 
 
-def trade_returns(trades: pl.DataFrame) -> np.ndarray:
+def trade_returns(trades: Frame) -> np.ndarray:
     """Returns of closed round trips (fractions, net of commission), per symbol, fold and test window.
 
     Trips follow :func:`trader.backtest.run`'s rule; in (symbol, fold, window, time) order.
     """
     from trader.tuning import round_trip_returns
 
+    trades = trades.collect() if isinstance(trades, pl.LazyFrame) else trades
     if trades.is_empty():
         return np.empty(0)
     keys = ["symbol", "fold", "segment"] if "segment" in trades.columns else ["symbol", "fold"]
@@ -83,25 +101,32 @@ def _window_metrics(rets: np.ndarray, interval: str, n_trades: int) -> dict[str,
 
 def oos_summary(
     *,
-    returns: pl.DataFrame,
-    trades: pl.DataFrame,
+    returns: Frame,
+    trades: Frame,
     params: pl.DataFrame,
     plan_table: pl.DataFrame,
     failures: Sequence[Mapping[str, Any]],
     interval: str,
     initial_cash: float,
     n_trials: int,
+    by_symbol: Mapping[str, tuple[Frame, Frame]] | None = None,
 ) -> dict[str, Any]:
     """The metric parts of ``summary.json``: oos, benchmark, per_fold, per_symbol, dsr, failed_folds.
 
+    ``returns`` and ``trades`` may be LazyFrames over many files: only per-bar aggregates, one fold's trades
+    and one symbol's rows are in memory at a time. ``by_symbol`` optionally maps each symbol to cheaper
+    (returns, trades) sources of its own rows (default: filters of ``returns`` and ``trades``).
     ``n_trials``: configurations tried per fold (the grid size), for the deflated Sharpe ratio; the
     variance of trial Sharpe ratios is the mean over (fold, symbol) of the candidates' per-period train Sharpe
     variance.
     """
+    returns, trades = _lazy(returns), _lazy(trades)
     stitched = stitch_equity(returns, initial_cash)
     port = stitched["return"].to_numpy()
-    trips = trade_returns(trades)
-    oos = summarize(port, interval=interval, trades=trips, initial_equity=initial_cash) if port.size else {}
+    trip_cols = ["ts", "symbol", "fold", "side", "qty", "price", "commission"]
+    if "segment" in trades.collect_schema().names():
+        trip_cols.append("segment")
+    trades = trades.select(trip_cols)
     bench = summarize(stitched["benchmark_return"].to_numpy(), interval=interval) if port.size else {}
 
     failed_by_fold: dict[int, list[Mapping[str, Any]]] = {}
@@ -113,11 +138,20 @@ def oos_summary(
         .group_by("fold")
         .agg(pl.col("start").min(), pl.col("end").max())
     )
+    fold_means = (
+        returns.group_by("fold", "ts")
+        .agg(pl.col("return").mean())
+        .sort("fold", "ts")
+        .collect(engine="streaming")
+    )
+    fold_rows = fold_means.partition_by("fold", as_dict=True) if fold_means.height else {}
+    fold_trips: list[np.ndarray] = []
     for fold, start, end in tests.sort("fold").iter_rows():
-        sub = returns.filter(pl.col("fold") == fold)
-        fold_port = sub.group_by("ts").agg(pl.col("return").mean()).sort("ts")["return"].to_numpy()
-        # Closed round trips, as n_trades counts them in the oos and per-symbol metrics.
-        n_trades = trade_returns(trades.filter(pl.col("fold") == fold)).size if trades.height else 0
+        rows = fold_rows.get((fold,))
+        fold_port = rows["return"].to_numpy() if rows is not None else np.empty(0)
+        # One fold's fills at a time; closed round trips, as n_trades counts them in the other metrics.
+        fold_trips.append(trade_returns(trades.filter(pl.col("fold") == fold)))
+        n_trades = fold_trips[-1].size
         fails = failed_by_fold.get(int(fold), [])
         row: dict[str, Any] = {"fold": int(fold), "test_start": str(start), "test_end": str(end)}
         if fold_port.size:
@@ -131,15 +165,23 @@ def oos_summary(
         row["reason"] = "; ".join(f"{f['symbol']}: {f['reason']}" for f in fails) or None
         per_fold.append(row)
 
+    trips = np.concatenate(fold_trips) if fold_trips else np.empty(0)
+    oos = summarize(port, interval=interval, trades=trips, initial_equity=initial_cash) if port.size else {}
+
     per_symbol: dict[str, Any] = {}
-    # One pass over each table (not a filter per symbol: runs hold hundreds of symbols).
-    by_symbol = returns.partition_by("symbol", as_dict=True) if returns.height else {}
-    trades_by = trades.partition_by("symbol", as_dict=True) if trades.height else {}
-    for (symbol,), rows in sorted(by_symbol.items()):
-        sub = _first_fold_per_bar(rows)
-        sym_trades = trades_by.get((symbol,), trades.clear())
-        m = summarize(sub["return"].to_numpy(), interval=interval, trades=trade_returns(sym_trades))
-        m["benchmark_total_return"] = summarize(sub["benchmark_return"].to_numpy(), interval=interval)[
+    symbols = sorted(returns.select(pl.col("symbol").unique()).collect()["symbol"].to_list())
+    for symbol in symbols:
+        if by_symbol is not None and symbol in by_symbol:
+            sym_returns, sym_trades = (_lazy(x) for x in by_symbol[symbol])
+        else:
+            sym_returns, sym_trades = returns, trades
+        rows = _per_bar_means(sym_returns.filter(pl.col("symbol") == symbol))
+        m = summarize(
+            rows["return"].to_numpy(),
+            interval=interval,
+            trades=trade_returns(sym_trades.filter(pl.col("symbol") == symbol).select(trip_cols)),
+        )
+        m["benchmark_total_return"] = summarize(rows["benchmark_return"].to_numpy(), interval=interval)[
             "total_return"
         ]
         per_symbol[symbol] = m

@@ -18,6 +18,7 @@ import io
 import json
 import math
 import os
+import tempfile
 from typing import Any
 
 import polars as pl
@@ -113,6 +114,46 @@ class RunDir:
         """One JSON file (non-finite numbers as null), atomically."""
         text = json.dumps(json_safe(data), indent=2, sort_keys=True, default=str) + "\n"
         self.write_bytes(relative, text.encode(), "application/json")
+
+    def sink_parquet(self, relative: str, frame: pl.LazyFrame) -> None:
+        """Stream a lazy frame into one Parquet file (zstd) without holding it in memory, atomically."""
+        if self._loc.is_s3:
+            from botocore.exceptions import BotoCoreError, ClientError
+
+            if self._s3 is None:
+                self._s3 = s3_client()
+            key = self._loc.key(relative)
+            with tempfile.TemporaryDirectory(prefix="trader-sink-") as tmp:
+                local = os.path.join(tmp, "part.parquet")
+                frame.sink_parquet(local, compression="zstd")
+                try:
+                    # Multipart from disk; the object appears only when the upload completes.
+                    self._s3.upload_file(
+                        local,
+                        self._loc.bucket,
+                        key,
+                        ExtraArgs={"ContentType": "application/vnd.apache.parquet"},
+                    )
+                except (BotoCoreError, ClientError) as exc:
+                    raise s3_error(exc, "write", f"s3://{self._loc.bucket}/{key}") from exc
+            return
+        final = self._loc.join(relative)
+        tmp = temp_path(final)
+        try:
+            os.makedirs(os.path.dirname(final), exist_ok=True)
+            frame.sink_parquet(tmp, compression="zstd")
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, final)
+        except OSError as exc:
+            raise StoreError(f"write {final} failed: {exc}") from exc
+        finally:
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
+
+    def scan_parquet(self, relatives: list[str]) -> pl.LazyFrame:
+        """A lazy scan over several Parquet files of this run, in the order given (S3 through the env)."""
+        return pl.scan_parquet([self.path(r) for r in relatives])
 
     # -- reading -----------------------------------------------------------------------------------------
     def read_bytes(self, relative: str) -> bytes:
