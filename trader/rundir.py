@@ -19,6 +19,7 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Callable
 from typing import Any
 
 import polars as pl
@@ -89,13 +90,22 @@ class RunDir:
             except (BotoCoreError, ClientError) as exc:
                 raise s3_error(exc, "write", f"s3://{self._loc.bucket}/{key}") from exc
             return
+
+        def write(tmp: str) -> None:
+            with open(tmp, "wb") as fh:
+                fh.write(body)
+
+        self._replace_local(relative, write)
+
+    def _replace_local(self, relative: str, write: Callable[[str], None]) -> None:
+        """``write(tmp)`` a hidden sibling, flush it to disk, rename it onto the final name."""
         final = self._loc.join(relative)
         tmp = temp_path(final)
         try:
             os.makedirs(os.path.dirname(final), exist_ok=True)
-            with open(tmp, "wb") as fh:
-                fh.write(body)
-                fh.flush()
+            write(tmp)
+            # Flushed before the rename, so a crash cannot leave an empty file under the final name.
+            with open(tmp, "rb") as fh:
                 os.fsync(fh.fileno())
             os.replace(tmp, final)
         except OSError as exc:
@@ -137,19 +147,7 @@ class RunDir:
                 except (BotoCoreError, ClientError) as exc:
                     raise s3_error(exc, "write", f"s3://{self._loc.bucket}/{key}") from exc
             return
-        final = self._loc.join(relative)
-        tmp = temp_path(final)
-        try:
-            os.makedirs(os.path.dirname(final), exist_ok=True)
-            frame.sink_parquet(tmp, compression="zstd")
-            with open(tmp, "rb") as fh:
-                os.fsync(fh.fileno())
-            os.replace(tmp, final)
-        except OSError as exc:
-            raise StoreError(f"write {final} failed: {exc}") from exc
-        finally:
-            with contextlib.suppress(OSError):
-                os.remove(tmp)
+        self._replace_local(relative, lambda tmp: frame.sink_parquet(tmp, compression="zstd"))
 
     def scan_parquet(self, relatives: list[str]) -> pl.LazyFrame:
         """A lazy scan over several Parquet files of this run, in the order given (S3 through the env)."""
