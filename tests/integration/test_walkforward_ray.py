@@ -124,7 +124,18 @@ def test_walkforward_reads_and_writes_s3(s3_bucket: str, tmp_path: Path) -> None
     assert not any(Path(tmp_path).iterdir()), "an S3 run must not write locally"
 
 
+def _parent(pid: int) -> int:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0
+    return int(stat.rsplit(")", 1)[1].split()[1])  # the field after the state letter
+
+
 def _fold_task_pids() -> list[int]:
+    """Workers running a fold task in *this* test's cluster: descendants of this process, never another
+    cluster's workers on the same machine."""
+    me = os.getpid()
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -133,8 +144,13 @@ def _fold_task_pids() -> list[int]:
             cmdline = (entry / "cmdline").read_bytes()
         except OSError:
             continue
-        if cmdline.startswith(b"ray::_fold_task"):
-            pids.append(int(entry.name))
+        if not cmdline.startswith(b"ray::_fold_task"):
+            continue
+        pid = ancestor = int(entry.name)
+        while ancestor > 1 and ancestor != me:
+            ancestor = _parent(ancestor)
+        if ancestor == me:
+            pids.append(pid)
     return pids
 
 
