@@ -23,6 +23,8 @@ __all__ = ["oos_summary", "stitch_equity", "trade_returns"]
 
 
 Frame = pl.DataFrame | pl.LazyFrame
+# Per-symbol metrics read a source of at most this many rows whole (then split it), else filter per symbol.
+_LOAD_WHOLE_ROWS = 2_000_000
 
 
 def _lazy(frame: Frame) -> pl.LazyFrame:
@@ -170,17 +172,31 @@ def oos_summary(
 
     per_symbol: dict[str, Any] = {}
     symbols = sorted(returns.select(pl.col("symbol").unique()).collect()["symbol"].to_list())
+    loaded: dict[int, tuple[dict[Any, pl.DataFrame], dict[Any, pl.DataFrame]] | None] = {}
     for symbol in symbols:
-        if by_symbol is not None and symbol in by_symbol:
-            sym_returns, sym_trades = (_lazy(x) for x in by_symbol[symbol])
+        source = by_symbol.get(symbol) if by_symbol is not None else None
+        sym_returns, sym_trades = (_lazy(x) for x in source) if source else (returns, trades)
+        # A small source (a daily batch) is read once and split by symbol; a large one is filtered per symbol.
+        key = id(source) if source else 0
+        if key not in loaded:
+            small = sym_returns.select(pl.len()).collect().item() <= _LOAD_WHOLE_ROWS
+            loaded[key] = (
+                (
+                    sym_returns.collect().partition_by("symbol", as_dict=True),
+                    sym_trades.select(trip_cols).collect().partition_by("symbol", as_dict=True),
+                )
+                if small
+                else None
+            )
+        parts = loaded[key]
+        if parts is not None:
+            rows_in = parts[0].get((symbol,), pl.DataFrame(schema=sym_returns.collect_schema()))
+            fills = parts[1].get((symbol,), pl.DataFrame(schema=trades.collect_schema()))
         else:
-            sym_returns, sym_trades = returns, trades
-        rows = _per_bar_means(sym_returns.filter(pl.col("symbol") == symbol))
-        m = summarize(
-            rows["return"].to_numpy(),
-            interval=interval,
-            trades=trade_returns(sym_trades.filter(pl.col("symbol") == symbol).select(trip_cols)),
-        )
+            rows_in = sym_returns.filter(pl.col("symbol") == symbol)
+            fills = sym_trades.filter(pl.col("symbol") == symbol).select(trip_cols)
+        rows = _per_bar_means(rows_in)
+        m = summarize(rows["return"].to_numpy(), interval=interval, trades=trade_returns(fills))
         m["benchmark_total_return"] = summarize(rows["benchmark_return"].to_numpy(), interval=interval)[
             "total_return"
         ]
