@@ -5,8 +5,8 @@ Rules this module enforces (each learned the hard way with Ray 2.60):
 * ``RAY_AUTH_MODE`` is set from ``ray.auth_mode`` before Ray is touched, identically for the driver, the local
   cluster it starts and its workers (Ray turns token auth on by itself once ``~/.ray/auth_token`` exists).
 * With no address (settings or ``RAY_ADDRESS``), the driver starts a private local cluster with
-  ``ray.init(address="local")``; a bare ``ray.init()`` would join whatever cluster was last recorded on the
-  machine, even a dead one.
+  ``ray.init(address="local")``; calling init with no address would join whatever cluster was last
+  recorded on the machine, even a dead one.
 * Worker environment variables are set through the runtime env before connecting: thread caps (one numba and
   one polars thread per task: Ray provides the parallelism), the numba cache folder (compiled kernels are
   reused across workers and runs), and the non-secret data-store variables (endpoint, region). Credentials
