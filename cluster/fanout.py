@@ -74,17 +74,25 @@ def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def plan_tasks(n_symbols: int, n_folds: int, cpus: int) -> tuple[int, int]:
+#: Bars (summed over a task's symbols) above which a task's symbol batch is split further: a task keeps every
+#: fold's out-of-sample rows of its symbols until it writes them, about 60 bytes per bar across its tables.
+MAX_TASK_BARS = 5_000_000
+
+
+def plan_tasks(n_symbols: int, n_folds: int, cpus: int, bars_per_symbol: float = 0.0) -> tuple[int, int]:
     """``(symbols_per_task, folds_per_task)`` when the settings leave them to us.
 
     A task runs a group of consecutive folds for a batch of symbols, one symbol at a time (memory stays that
     of one symbol's span). All folds share one task by default, so each symbol's signals over the span are
     computed once instead of once per fold (overlapping train windows and warm-ups). Symbols are split into at
-    least two batches per CPU so no core idles at the tail; with fewer symbols than that, folds are split
-    into groups instead.
+    least two batches per CPU so no core idles at the tail, and into batches of at most
+    :data:`MAX_TASK_BARS` bars (``bars_per_symbol``: bars each symbol spans) so a worker's memory stays
+    bounded on minute bars; with fewer symbols than that, folds are split into groups instead.
     """
     want = max(1, 2 * cpus)
     per_task = max(1, math.ceil(n_symbols / want))
+    if bars_per_symbol > 0:
+        per_task = max(1, min(per_task, int(MAX_TASK_BARS // bars_per_symbol)))
     batches = math.ceil(n_symbols / per_task)
     groups = min(n_folds, max(1, math.ceil(want / batches)))
     return per_task, math.ceil(n_folds / groups)
@@ -234,7 +242,9 @@ def run_walkforward(
 
     with connect(settings) as ctx:
         if "batches" not in manifest:
-            auto_symbols, auto_folds = plan_tasks(len(symbols), plan.n_folds, max(ctx.num_cpus, 1))
+            auto_symbols, auto_folds = plan_tasks(
+                len(symbols), plan.n_folds, max(ctx.num_cpus, 1), len(sessions) * bars_per_session
+            )
             manifest["batches"] = batch_symbols(symbols, wf.symbols_per_task or auto_symbols)
             manifest["folds_per_task"] = wf.folds_per_task or auto_folds
             manifest["run_id"] = f"wf-{started_at:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
@@ -356,7 +366,8 @@ def _finish(
     cluster: dict[str, Any],
 ) -> dict[str, Any]:
     from trader.backtest import versions
-    from trader.oos import oos_summary, stitch_equity
+    from trader.calendar import get_calendar
+    from trader.oos import cpcv_paths, oos_summary, stitch_equity
 
     # The driver never holds the run's tables: outputs stream from the task files (in fold, then symbol batch
     # order, the same whatever the batching), and metrics read per-bar aggregates and one symbol at a time.
@@ -379,6 +390,16 @@ def _finish(
         mine = [k for k in keys if k.endswith(f"-b{b:03d}")]
         sources = (_scan(run, mine, "returns"), _scan(run, mine, "trades"))
         by_symbol.update(dict.fromkeys(batch, sources))
+    # CPCV: every backtest path's OOS series (None for walk-forward); its equity curves feed the report.
+    paths = cpcv_paths(
+        returns,
+        plan.paths_table,
+        interval=interval,
+        initial_cash=initial_cash,
+        tz=get_calendar(settings.data.exchange).tz,
+    )
+    if paths is not None:
+        run.write_parquet("paths_equity.parquet", paths.equity)
     metrics = oos_summary(
         returns=returns,
         trades=trades,
@@ -389,6 +410,7 @@ def _finish(
         initial_cash=initial_cash,
         n_trials=len(candidates),
         by_symbol=by_symbol,
+        paths=paths,
     )
     finished_at = dt.datetime.now(dt.UTC)
     summary = {

@@ -49,6 +49,7 @@ import numpy as np
 from numba import njit
 
 from trader.errors import ConfigError, DataError
+from trader.features.tstat import rolling_tstat
 from trader.strategies import STYLES, StrategyDef, as_bar_arrays, get_strategy
 
 __all__ = [
@@ -116,38 +117,6 @@ def strategy_returns(targets: Any, returns: Any) -> np.ndarray:
     return out
 
 
-@njit(cache=True)
-def _rolling_tstat(x: np.ndarray, lookback: int) -> np.ndarray:
-    # x is (strategies, bars) and C-contiguous, so every window is a contiguous slice. Two passes per window
-    # (mean, then spread around it) are O(bars x lookback) but exact: a window of equal returns gives exactly
-    # zero spread, where a running sum of squares would leave rounding noise and a huge spurious score.
-    k, n = x.shape
-    out = np.zeros((k, n), dtype=np.float64)
-    for j in range(k):
-        row = x[j]
-        for t in range(n):
-            lo = max(0, t - lookback + 1)
-            count = 0
-            total = 0.0
-            for u in range(lo, t + 1):
-                v = row[u]
-                if np.isfinite(v):
-                    count += 1
-                    total += v
-            if count < 2:
-                continue
-            mean = total / count
-            ss = 0.0
-            for u in range(lo, t + 1):
-                v = row[u]
-                if np.isfinite(v):
-                    ss += (v - mean) * (v - mean)
-            sd = math.sqrt(ss / (count - 1))
-            if sd > 1e-15 * max(1.0, abs(mean)):
-                out[j, t] = mean / sd * math.sqrt(count)
-    return out
-
-
 def strategy_scores(targets: Any, returns: Any, lookback: int) -> np.ndarray:
     """Per-bar score of each strategy: the t-statistic of its last ``lookback`` bars of strategy returns.
 
@@ -162,7 +131,9 @@ def strategy_scores(targets: Any, returns: Any, lookback: int) -> np.ndarray:
     if int(lookback) < 1:
         raise ConfigError(f"composer lookback must be >= 1 bar, got {lookback}")  # 1: every score is 0
     per_bar = np.ascontiguousarray(strategy_returns(targets, returns).T)
-    return np.ascontiguousarray(_rolling_tstat(per_bar, int(lookback)).T)
+    # O(bars), and each score depends only on its window's values (trader.features.tstat), so a window
+    # loaded with warm-up scores every bar exactly as the whole history does.
+    return np.ascontiguousarray(rolling_tstat(per_bar, int(lookback)).T)
 
 
 def regime_bias(
@@ -215,24 +186,64 @@ def softmax_weights(logits: Any, temperature: float = 1.0, *, include_flat: bool
 
 
 @njit(cache=True)
-def _finalize(
-    blended: np.ndarray, nan_row: np.ndarray, min_confidence: float, first: int, hold: bool
-) -> np.ndarray:
-    n = blended.shape[0]
-    out = np.zeros(n, dtype=np.float64)
+def _blend_kernel(
+    tg: np.ndarray,
+    logits: np.ndarray,
+    temperature: float,
+    include_flat: bool,
+    min_confidence: float,
+    first: int,
+    hold: bool,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    # One pass per bar: softmax over the logits (plus the flat arm at logit 0), the weighted sum of the
+    # targets, the confidence floor and the warm-up / NaN rules. Fused because tuning blends every
+    # candidate over every minute bar: numpy's temporaries cost more than the arithmetic.
+    n, k = tg.shape
+    width = k + 1 if include_flat else k
+    weights = np.empty((n, width), dtype=np.float64)
+    target = np.zeros(n, dtype=np.float64)
+    leader = np.full(n, -1, dtype=np.int16)
+    e = np.empty(width, dtype=np.float64)
     prev = 0.0
     for t in range(n):
+        top = 0.0 if include_flat else -np.inf
+        for j in range(k):
+            z = logits[t, j] / temperature
+            if z > top:
+                top = z
+        total = 0.0
+        for j in range(k):
+            e[j] = math.exp(logits[t, j] / temperature - top)
+            total += e[j]
+        if include_flat:
+            e[k] = math.exp(0.0 - top)
+            total += e[k]
+        blended = 0.0
+        nan_row = False
+        best = -1
+        best_w = -1.0
+        for j in range(width):
+            w = e[j] / total
+            weights[t, j] = w
+            if j < k:
+                v = tg[t, j]
+                if np.isnan(v):
+                    nan_row = True
+                else:
+                    blended += v * w
+                if w > best_w:  # the first largest weight, as np.argmax picks it
+                    best, best_w = j, w
+        leader[t] = best
+        blended = min(1.0, max(-1.0, blended))
         if t < first:
             value = 0.0
-        elif nan_row[t]:
+        elif nan_row:
             value = prev if hold else 0.0
         else:
-            value = blended[t]
-            if abs(value) < min_confidence:
-                value = 0.0
-        out[t] = value
+            value = blended if abs(blended) >= min_confidence else 0.0
+        target[t] = value
         prev = value
-    return out
+    return target, weights, leader
 
 
 @dataclass(frozen=True)
@@ -243,12 +254,14 @@ class Blend:
     ``weights``: softmax weight per bar and strategy (last column = the flat arm when it is included).
     ``scores``: each strategy's trailing-performance score per bar (before the regime bias).
     ``logits``: scores plus regime bias.
+    ``leader``: per bar, the index of the strategy with the largest weight (-1 when there are none).
     """
 
     target: np.ndarray
     weights: np.ndarray
     scores: np.ndarray
     logits: np.ndarray
+    leader: np.ndarray
 
 
 def blend_targets(
@@ -266,6 +279,7 @@ def blend_targets(
     min_history_bars: int = 50,
     hold_on_nan: bool = False,
     include_flat: bool = True,
+    scores: np.ndarray | None = None,
 ) -> Blend:
     """Blend strategies' target weights (bars x strategies) into one target per bar; see the module doc.
 
@@ -273,7 +287,8 @@ def blend_targets(
     traded symbol (``close[t] / close[t-1] - 1``). ``regimes``: int codes per bar (None = no regime bias).
     ``styles``: one per strategy (``"trend"``, ``"mean_reversion"``, ``"other"``). ``min_confidence`` is
     compared with ``|blended target|``. ``min_history_bars`` is the index (from 0) of the first deciding bar.
-    Everything at bar t uses rows <= t only.
+    Everything at bar t uses rows <= t only. ``scores``: the strategies' :func:`strategy_scores`, when the
+    caller already has them (tuning shares them between candidates); computed here when None.
 
     >>> import numpy as np
     >>> tg = np.column_stack([np.ones(60), -np.ones(60)])
@@ -295,8 +310,13 @@ def blend_targets(
         raise ConfigError(f"composer min_confidence must be within 0..1, got {min_confidence}")
     if int(min_history_bars) < 0:
         raise ConfigError(f"composer min_history_bars must be >= 0, got {min_history_bars}")
-    scores = strategy_scores(tg, r, lookback)
-    logits = scores.copy()
+    if not temperature > 0:
+        raise ConfigError(f"composer temperature must be > 0, got {temperature}")
+    if scores is None:
+        scores = strategy_scores(tg, r, lookback)
+    elif scores.shape != (n, k):
+        raise DataError(f"composer: scores must be (bars, strategies) = {(n, k)}, got {scores.shape}")
+    logits = np.array(scores, dtype=np.float64, copy=True)
     if regimes is not None:
         codes = np.asarray(regimes)
         if codes.shape != (n,):
@@ -304,18 +324,17 @@ def blend_targets(
         logits += regime_bias(
             codes, styles, trend_bias=trend_bias, chop_bias=chop_bias, volatile_bias=volatile_bias
         )
-    weights = softmax_weights(logits, temperature, include_flat=include_flat)
-    nan_row = np.isnan(tg).any(axis=1)
-    # The flat arm's target is 0, so it only dilutes; NaN targets are masked and handled by _finalize.
-    blended = (np.nan_to_num(tg, nan=0.0) * weights[:, :k]).sum(axis=1) if k else np.zeros(n)
-    target = _finalize(
-        np.clip(blended, -1.0, 1.0),
-        nan_row,
+    # The flat arm's target is 0, so it only dilutes.
+    target, weights, leader = _blend_kernel(
+        np.ascontiguousarray(tg),
+        np.ascontiguousarray(logits),
+        float(temperature),
+        bool(include_flat),
         float(min_confidence),
         int(min_history_bars),
         bool(hold_on_nan),
     )
-    return Blend(target=target, weights=weights, scores=scores, logits=logits)
+    return Blend(target=target, weights=weights, scores=scores, logits=logits, leader=leader)
 
 
 # -- level 1: the configured composer ---------------------------------------------------------------------
@@ -417,11 +436,13 @@ class Composer:
             regimes = self.regimes(bars)
         return self.blend_from(self.strategy_targets(bars), arrays.close, regimes)
 
-    def blend_from(self, targets: Any, close: Any, regimes: Any | None = None) -> Blend:
+    def blend_from(
+        self, targets: Any, close: Any, regimes: Any | None = None, scores: np.ndarray | None = None
+    ) -> Blend:
         """The level-1 blend of precomputed strategy ``targets`` (bars x strategies) on ``close`` prices.
 
         For callers that share strategy signals between many composers (parameter grids); ``regimes`` as in
-        :meth:`blend` (None = no regime bias).
+        :meth:`blend` (None = no regime bias); ``scores`` as in :func:`blend_targets`.
         """
         close = np.asarray(close, dtype=np.float64)
         returns = np.full(close.shape, np.nan)
@@ -441,6 +462,7 @@ class Composer:
             min_history_bars=self.min_history_bars,
             hold_on_nan=self.hold_on_nan,
             include_flat=self.include_flat,
+            scores=scores,
         )
 
     def target_weights(self, bars: Any, regimes: Any | None = None) -> np.ndarray:

@@ -30,13 +30,12 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from trader.composer import Composer
 from trader.errors import ConfigError
 from trader.features.regimes import REGIMES
 from trader.metrics import periods_per_year
 from trader.risk import RiskLimits
 from trader.sim import SimConfig, session_index_from_ts, simulate_many
-from trader.tuning import Candidate, candidate_weights, score_runs
+from trader.tuning import Candidate, candidate_signals, score_runs
 
 __all__ = ["FoldBatch", "FoldOutcome", "run_fold", "run_folds", "session_dates", "sleeve_rules"]
 
@@ -249,11 +248,13 @@ class FoldBatch:
 
     def add(self, bars: pl.DataFrame, symbols: Sequence[str]) -> None:
         """Run every fold for ``symbols`` on ``bars`` (a symbol without bars is recorded as failed)."""
-        groups = (
-            {g["symbol"][0]: g for g in bars.sort("symbol", "ts").partition_by("symbol", maintain_order=True)}
-            if bars.height
-            else {}
-        )
+        if not bars.height:
+            groups: dict[str, pl.DataFrame] = {}
+        elif bars["symbol"].n_unique() == 1 and bars["ts"].is_sorted():
+            groups = {bars["symbol"][0]: bars}  # one symbol as the store returns it: no sort, no copy
+        else:
+            ordered = bars.sort("symbol", "ts").partition_by("symbol", maintain_order=True)
+            groups = {g["symbol"][0]: g for g in ordered}
         for symbol in symbols:
             group = groups.get(symbol)
             if group is None or group.is_empty():
@@ -375,8 +376,8 @@ class _SymbolRun:
         self.close = group["close"].to_numpy().astype(np.float64)
         self.session = None if interval == "1d" else session_index_from_ts(self.ts, tz)
         self.interval = interval
-        self.weights = candidate_weights(group, candidates, settings) if selection == "composer" else None
-        self._selection_cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self.signals = candidate_signals(group, candidates, settings) if selection == "composer" else None
+        self.weights = None if self.signals is None else self.signals.weights
 
     def run(
         self, fold_id: int, train_mask: np.ndarray, test_mask: np.ndarray, parts: dict[str, list]
@@ -406,13 +407,14 @@ class _SymbolRun:
         finite = np.where(np.isfinite(scores), scores, -np.inf)
         best = int(np.argmax(finite)) if np.isfinite(finite).any() else 0
         winner = self.candidates[best]
-        regimes, arms = self._regimes_and_arms(best)
+        regimes, leaders, names = self._regimes_and_arms(best)
         row = (
             fold_id, self.symbol, winner.strategy, winner.to_json(), winner.index,
             float(scores[best]) if math.isfinite(scores[best]) else None, metrics[best]["sharpe"],
             len(self.candidates), _per_period_var([m["sharpe"] for m in metrics], self.ppy),
         )  # fmt: skip
-        return self.weights[:, [best]], self._selection_rows(test_mask, regimes, arms, fold_id), row
+        selection = self._selection_rows(test_mask, regimes, leaders, names, fold_id)
+        return self.weights[:, [best]], selection, row
 
     def _bandit(
         self, fold_id: int, train_mask: np.ndarray, test_mask: np.ndarray
@@ -453,7 +455,9 @@ class _SymbolRun:
         row = (
             fold_id, self.symbol, "bandit", json.dumps({"arms": names}), 0, None, None, len(names), None,
         )  # fmt: skip
-        return weights, self._selection_rows(test_mask, regime_codes, arm_names, fold_id), row
+        arm_index = {name: i for i, name in enumerate(names)}
+        arm_codes = np.array([arm_index.get(a, -1) for a in arm_names.tolist()], dtype=np.int64)
+        return weights, self._selection_rows(test_mask, regime_codes, arm_codes, names, fold_id), row
 
     def _trade(self, fold_id: int, test_mask: np.ndarray, chosen: np.ndarray, parts: dict[str, list]) -> None:
         test_rets, test_trades, test_events, test_bars = _simulate_windows(
@@ -504,44 +508,35 @@ class _SymbolRun:
                 )
             )
 
-    def _regimes_and_arms(self, best: int) -> tuple[np.ndarray, np.ndarray]:
-        """Regime code and driving strategy per bar for candidate ``best`` (cached per candidate)."""
-        if best in self._selection_cache:
-            return self._selection_cache[best]
-        from trader.tuning import _strategy_specs
-
-        winner = self.candidates[best]
-        settings = self.settings
-        base = Composer.from_settings(settings)
-        specs = _strategy_specs(winner)
-        composer = dataclasses.replace(base, strategies=tuple(specs))
-        regimes = np.asarray(composer.regimes(self.group))
-        if winner.strategy == "composer":
-            names = list(winner.params)
-            weights = composer.blend(self.group, regimes).weights[:, : len(names)]
-            arms = np.array(names, dtype=object)[np.argmax(np.nan_to_num(weights, nan=-1.0), axis=1)]
-        else:
-            arms = np.full(self.group.height, winner.strategy, dtype=object)
-        self._selection_cache[best] = (regimes, arms)
-        return regimes, arms
+    def _regimes_and_arms(self, best: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """Regime code and driving strategy (index into the names, -1 none) per bar for candidate ``best``."""
+        assert self.signals is not None
+        return self.signals.regimes, self.signals.leaders[:, best], self.signals.arms[best]
 
     def _selection_rows(
-        self, test_mask: np.ndarray, regimes: np.ndarray, arms: np.ndarray, fold_id: int
+        self,
+        test_mask: np.ndarray,
+        regimes: np.ndarray,
+        arm_codes: np.ndarray,
+        arm_names: Sequence[str],
+        fold_id: int,
     ) -> pl.DataFrame:
-        """Runs of test bars with the same (regime, driving strategy); see :class:`FoldOutcome`."""
+        """Runs of test bars with the same (regime, driving strategy); see :class:`FoldOutcome`.
+
+        ``regimes``: code per bar (-1 none); ``arm_codes``: index into ``arm_names`` per bar (-1 none).
+        """
         idx = np.flatnonzero(test_mask)
         codes = np.asarray(regimes)[idx].astype(np.int64)
-        arm_at = np.asarray(arms, dtype=object)[idx]
+        arm_at = np.asarray(arm_codes)[idx].astype(np.int64)
         # Run-length encode (regime, arm) over the test bars in numpy: one row per run.
-        arm_text = np.array(["" if a is None else str(a) for a in arm_at], dtype=object)
-        arm_codes = np.unique(arm_text, return_inverse=True)[1] if arm_text.size else np.zeros(0, np.int64)
         change = np.ones(idx.size, dtype=bool)
-        change[1:] = (codes[1:] != codes[:-1]) | (arm_codes[1:] != arm_codes[:-1])
+        change[1:] = (codes[1:] != codes[:-1]) | (arm_at[1:] != arm_at[:-1])
         starts = np.flatnonzero(change)
         lengths = np.diff(np.append(starts, idx.size))
         regime_names = np.array([*REGIMES, None], dtype=object)
         first = codes[starts]
         labels = regime_names[np.where(first >= 0, first, len(REGIMES))]
+        names = np.array([*arm_names, None], dtype=object)  # code -1 picks the trailing None
         n = starts.size
         return pl.DataFrame(
             {
@@ -549,7 +544,7 @@ class _SymbolRun:
                 "symbol": pl.Series([self.symbol] * n, dtype=pl.String),
                 "fold": np.full(n, fold_id, np.int64),
                 "regime": pl.Series(labels.tolist(), dtype=pl.String),
-                "arm": pl.Series(arm_at[starts].tolist(), dtype=pl.String),
+                "arm": pl.Series(names[arm_at[starts]].tolist(), dtype=pl.String),
                 "bars": lengths.astype(np.int64),
             }
         )

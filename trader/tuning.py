@@ -28,14 +28,16 @@ from typing import Any
 import numpy as np
 from numba import njit
 
-from trader.composer import Composer, _weights_mapping
+from trader.composer import Composer, _weights_mapping, strategy_scores
 from trader.errors import ConfigError
 from trader.strategies import get_strategy
 from trader.strategies.base import StrategyDef, as_bar_arrays
 
 __all__ = [
     "Candidate",
+    "CandidateSignals",
     "candidate_grid",
+    "candidate_signals",
     "candidate_weights",
     "round_trip_stats",
     "score_runs",
@@ -179,34 +181,83 @@ def warmup_bars(candidates: Sequence[Candidate], settings: Any) -> int:
     return need
 
 
+@dataclass(frozen=True)
+class CandidateSignals:
+    """Every candidate's decisions on one symbol's bars.
+
+    ``weights``: target weight per bar and candidate (bars x candidates), decided at each bar's close.
+    ``leaders``: per bar and candidate, the index into ``arms[c]`` of the strategy driving the decision (the
+    largest composer weight; -1 when none). ``arms``: per candidate, its strategies' names. ``regimes``:
+    regime code per bar (0 trend, 1 chop, 2 volatile, -1 warm-up or not computed).
+    """
+
+    weights: np.ndarray
+    leaders: np.ndarray
+    arms: list[list[str]]
+    regimes: np.ndarray
+
+
 def candidate_weights(bars: Any, candidates: Sequence[Candidate], settings: Any) -> np.ndarray:
     """Target weights of every candidate on one symbol's bars: shape (bars, candidates), decided at closes.
 
-    Each distinct (strategy, params) signal and the regime labels are computed once and shared between
-    candidates. ``engine.min_history_bars`` counts from the first bar given.
+    Each distinct (strategy, params) signal, its composer score and the regime labels are computed once and
+    shared between candidates. ``engine.min_history_bars`` counts from the first bar given.
+    """
+    return candidate_signals(bars, candidates, settings, label_regimes=False).weights
+
+
+def candidate_signals(
+    bars: Any, candidates: Sequence[Candidate], settings: Any, *, label_regimes: bool = True
+) -> CandidateSignals:
+    """:func:`candidate_weights` plus which strategy leads each decision and the regimes (for reports).
+
+    ``label_regimes``: label regimes even when no candidate's blend reads them (a regime bias of 0).
     """
     need = ("open", "high", "low", "close", "volume")
     arrays = as_bar_arrays(bars, need, where="tuning")
     n = len(arrays)
     out = np.empty((n, len(candidates)))
+    leaders = np.zeros((n, len(candidates)), dtype=np.int16)
+    arms: list[list[str]] = []
     base = Composer.from_settings(settings) if any(c.strategy == "composer" for c in candidates) else None
-    signal_cache: dict[str, np.ndarray] = {}
-    regimes = base.regimes(arrays) if base is not None and base._needs_regimes() else None
+    needs_regimes = base is not None and base._needs_regimes()
+    labels = None
+    if needs_regimes or label_regimes:
+        labels = (base or Composer.from_settings(settings)).regimes(arrays)
+    regimes = labels if needs_regimes else None
+    returns = np.full(n, np.nan)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        returns[1:] = arrays.close[1:] / arrays.close[:-1] - 1.0
+    # key -> (targets, composer score): a strategy's score depends only on its own targets and the lookback.
+    # An entry lives until its last candidate has used it: on five years of minute bars each one is 8 MB.
+    signal_cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    uses: dict[str, int] = {}
+    for candidate in candidates:
+        if candidate.strategy == "composer":
+            for spec, p in _strategy_specs(candidate):
+                key = spec.name + json.dumps(p, sort_keys=True, default=float)
+                uses[key] = uses.get(key, 0) + 1
     for j, candidate in enumerate(candidates):
         if candidate.strategy != "composer":
             spec, p = _strategy_specs(candidate)[0]
             w = spec.run(arrays, p)
             w[: int(settings.engine.min_history_bars)] = 0.0
             out[:, j] = w
+            arms.append([candidate.strategy])
             continue
         assert base is not None
         specs = _strategy_specs(candidate)
         targets = np.empty((n, len(specs)))
+        scores = np.empty((n, len(specs)))
         for k, (spec, p) in enumerate(specs):
             key = spec.name + json.dumps(p, sort_keys=True, default=float)
             if key not in signal_cache:
-                signal_cache[key] = _composer_signal(base, spec, p, arrays)
-            targets[:, k] = signal_cache[key]
+                signal = _composer_signal(base, spec, p, arrays)
+                signal_cache[key] = (signal, strategy_scores(signal[:, None], returns, base.lookback)[:, 0])
+            targets[:, k], scores[:, k] = signal_cache[key]
+            uses[key] -= 1
+            if uses[key] == 0:
+                del signal_cache[key]
         composer = Composer(
             strategies=tuple(specs),
             lookback=base.lookback,
@@ -219,8 +270,12 @@ def candidate_weights(bars: Any, candidates: Sequence[Candidate], settings: Any)
             hold_on_nan=base.hold_on_nan,
             score_weights=base.score_weights,
         )
-        out[:, j] = composer.blend_from(targets, arrays.close, regimes).target
-    return out
+        blend = composer.blend_from(targets, arrays.close, regimes, scores=scores)
+        out[:, j] = blend.target
+        leaders[:, j] = blend.leader
+        arms.append(list(candidate.params))
+    codes = np.full(n, -1, dtype=np.int8) if labels is None else np.asarray(labels, dtype=np.int8)
+    return CandidateSignals(weights=out, leaders=leaders, arms=arms, regimes=codes)
 
 
 def _composer_signal(base: Composer, spec: StrategyDef, params: dict[str, Any], arrays: Any) -> np.ndarray:
@@ -311,6 +366,38 @@ def round_trip_stats(
     return trips, wins, total
 
 
+@njit(cache=True)
+def _bar_metrics(rets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    # Per run (column): growth of 1 (product of 1 + r), mean, sample stdev (two passes: no cancellation on
+    # quiet runs) and max drawdown of the compounded equity starting at 1. Rows outer, runs inner: the
+    # matrix is (bars, runs) in C order, so every pass reads memory in order.
+    n, k = rets.shape
+    growth = np.ones(k)
+    peak = np.ones(k)
+    drawdown = np.zeros(k)
+    total = np.zeros(k)
+    for t in range(n):
+        for r in range(k):
+            x = rets[t, r]
+            total[r] += x
+            growth[r] *= 1.0 + x
+            if growth[r] > peak[r]:
+                peak[r] = growth[r]
+            dd = 1.0 - growth[r] / peak[r]
+            if dd > drawdown[r]:
+                drawdown[r] = dd
+    mean = total / max(n, 1)
+    std = np.full(k, np.nan)
+    if n > 1:
+        ss = np.zeros(k)
+        for t in range(n):
+            for r in range(k):
+                d = rets[t, r] - mean[r]
+                ss[r] += d * d
+        std = np.sqrt(ss / (n - 1))
+    return growth, mean, std, drawdown
+
+
 def score_runs(
     returns: np.ndarray,
     trades: Any,
@@ -326,15 +413,12 @@ def score_runs(
     ``max_drawdown`` (positive), ``win_rate`` and ``avg_trade`` (NaN without closed trips; the composite score
     is then NaN when those weights are positive, which ranks the run last), ``n_trips``.
     """
-    rets = np.asarray(returns, dtype=np.float64)
+    rets = np.ascontiguousarray(returns, dtype=np.float64)
     n_bars, n_runs = rets.shape
-    growth = np.prod(1.0 + rets, axis=0)
+    growth, mean, std, drawdown = _bar_metrics(rets)
     with np.errstate(invalid="ignore", divide="ignore"):
         cagr = np.where(growth > 0, growth ** (periods_per_year / max(n_bars, 1)) - 1.0, -1.0)
-        std = rets.std(axis=0, ddof=1) if n_bars > 1 else np.full(n_runs, np.nan)
-        sharpe = np.where(std > 0, rets.mean(axis=0) / std * math.sqrt(periods_per_year), np.nan)
-        equity = np.vstack((np.ones((1, n_runs)), np.cumprod(1.0 + rets, axis=0)))
-        drawdown = (1.0 - equity / np.maximum.accumulate(equity, axis=0)).max(axis=0)
+        sharpe = np.where(std > 0, mean / std * math.sqrt(periods_per_year), np.nan)
     # Trips are counted per run (and per window when several are stacked): group fills, keep time order.
     runs = trades["run"].to_numpy()
     if runs.size > 1 and (np.diff(runs) < 0).any():

@@ -126,6 +126,14 @@ def test_blend_matches_reference(hold_on_nan: bool) -> None:
     )
     np.testing.assert_allclose(got.target, want, rtol=0, atol=1e-12)
     np.testing.assert_allclose(got.weights, want_weights, rtol=0, atol=1e-12)
+    # The leader is the strategy with the largest weight (the first on ties), never the flat arm.
+    np.testing.assert_array_equal(got.leader, np.argmax(np.asarray(want_weights)[:, :2], axis=1))
+    # Scores given by the caller (shared between candidates) blend exactly as scores computed here.
+    again = blend_targets(
+        targets, returns, regimes, STYLES, trend_bias=biases["trend"], chop_bias=biases["chop"],
+        volatile_bias=biases["volatile"], hold_on_nan=hold_on_nan, scores=got.scores, **kw,
+    )  # fmt: skip
+    np.testing.assert_array_equal(again.target, got.target)
     assert np.any(got.target != 0) and np.any(got.target[12:] == 0)  # both branches exercised
 
 
