@@ -6,20 +6,28 @@ portfolio's return at bar t is the equal-weight mean of the returns of the sleev
 test_len, or CPCV), a bar is taken from the lowest-numbered fold that tests it (the mean over that fold's
 sleeves). The benchmark is the same equal-weight mean of each symbol's buy-and-hold return over the same bars.
 Equity starts at ``engine.initial_cash``.
+
+CPCV paths (:func:`cpcv_paths`): the stitched history above is one path-agnostic series. Combinatorial purged
+CV instead yields ``C(N-1, k-1)`` backtest paths (AFML ch. 12), each a full out-of-sample history: path ``j``
+takes, for every group ``g``, the portfolio returns of the fold the plan assigns to ``(j, g)``, restricted to
+that group's sessions. Each path gets its own metrics, and the spread of path Sharpe ratios is the
+distribution of out-of-sample performance that CPCV is for.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import polars as pl
 
+from trader.errors import DataError, SchemaError
 from trader.metrics import deflated_sharpe_ratio, sample_kurtosis, sample_skewness, summarize
 
-__all__ = ["oos_summary", "stitch_equity", "trade_returns"]
+__all__ = ["PATH_PERCENTILES", "CPCVPaths", "cpcv_paths", "oos_summary", "stitch_equity", "trade_returns"]
 
 
 Frame = pl.DataFrame | pl.LazyFrame
@@ -90,6 +98,195 @@ def trade_returns(trades: Frame) -> np.ndarray:
     return round_trip_returns(group, signed, ordered["price"].to_numpy(), ordered["commission"].to_numpy())
 
 
+# -- CPCV paths ----------------------------------------------------------------------------------------------
+
+#: Percentiles of the path metrics reported in ``summary["paths"]`` (linear interpolation, numpy's default).
+PATH_PERCENTILES: tuple[int, ...] = (5, 25, 50, 75, 95)
+# Per-path metrics kept from trader.metrics.summarize (trade statistics need trips per path: not computed).
+_PATH_METRICS = (
+    "n_periods",
+    "total_return",
+    "cagr",
+    "volatility",
+    "sharpe",
+    "sortino",
+    "max_drawdown",
+    "calmar",
+    "psr",
+)
+# Metrics whose spread across paths is summarised (mean, std, min, max, percentiles).
+_DISTRIBUTION_METRICS = ("sharpe", "cagr", "max_drawdown")
+_PATH_SERIES_SCHEMA = {
+    "ts": pl.Datetime("ns", "UTC"),
+    "path": pl.Int64,
+    "group": pl.Int64,
+    "fold": pl.Int64,
+    "return": pl.Float64,
+    "equity": pl.Float64,
+}
+_PATHS_TABLE_COLUMNS = ("path", "group", "fold", "start", "end")
+
+
+@dataclass(frozen=True)
+class CPCVPaths:
+    """The backtest paths of a CPCV run: ``summary`` (JSON-ready, ``summary.json["paths"]``) and ``series``.
+
+    ``series``: one row per (path, bar), sorted by path then ts: ``ts`` (UTC), ``path``, ``group``, ``fold``
+    (the split whose test returns the path takes for that group), ``return`` (per-bar portfolio return,
+    fraction) and ``equity`` (account currency, from ``initial_cash``). :attr:`equity` is what the run writes
+    as ``paths_equity.parquet``.
+    """
+
+    summary: dict[str, Any]
+    series: pl.DataFrame
+
+    @property
+    def equity(self) -> pl.DataFrame:
+        """(ts, path, equity): each path's equity curve, sorted by path then ts."""
+        return self.series.select("ts", "path", "equity")
+
+
+def _session_day(interval: str, tz: str) -> pl.Expr:
+    # The rule of trader.walkforward.session_dates: daily bars carry their session date at 00:00 UTC,
+    # intraday bars belong to the session of their local date in the exchange time zone.
+    if interval == "1d":
+        return pl.col("ts").dt.convert_time_zone("UTC").dt.date()
+    return pl.col("ts").dt.convert_time_zone(tz).dt.date()
+
+
+def _distribution(values: np.ndarray) -> dict[str, float | int]:
+    """Mean, sample std (ddof=1), min, max and :data:`PATH_PERCENTILES` of the finite ``values``."""
+    finite = values[np.isfinite(values)]
+    out: dict[str, float | int] = {"n": int(finite.size)}
+    if finite.size == 0:
+        out.update(mean=math.nan, std=math.nan, min=math.nan, max=math.nan)
+        out.update({f"p{q}": math.nan for q in PATH_PERCENTILES})
+        return out
+    out.update(
+        mean=float(finite.mean()),
+        std=float(finite.std(ddof=1)) if finite.size > 1 else math.nan,
+        min=float(finite.min()),
+        max=float(finite.max()),
+    )
+    for q, v in zip(PATH_PERCENTILES, np.percentile(finite, PATH_PERCENTILES), strict=True):
+        out[f"p{q}"] = float(v)
+    return out
+
+
+def cpcv_paths(
+    returns: Frame,
+    paths_table: pl.DataFrame,
+    *,
+    interval: str,
+    initial_cash: float,
+    tz: str = "America/New_York",
+) -> CPCVPaths | None:
+    """Each CPCV backtest path's OOS portfolio series and metrics, and their distribution; None without paths.
+
+    ``returns``: oos_returns rows (ts, symbol, fold, return; a DataFrame or a LazyFrame over many files: it
+    is reduced per (bar, fold) while streaming, so memory is one row per bar and path whatever the number
+    of symbols). ``paths_table``: :attr:`trader.walkforward.FoldPlan.paths_table` (path, group, fold,
+    segment, start, end; inclusive session dates). A walk-forward plan has an empty paths table: ``None``.
+
+    Path ``j``'s return at bar t, for t in group g's sessions, is the equal-weight mean over the sleeves of
+    fold ``paths[j][g]`` that have a bar at t (the stitching rule of the module docstring, with the fold
+    fixed by the path instead of "lowest fold wins"). Bars are assigned to sessions as
+    :func:`trader.walkforward.session_dates` does (``tz``: the exchange time zone, intraday bars only).
+
+    ``summary`` holds ``n_paths``, ``n_groups``, ``per_path`` (one dict per path: ``path``, ``start``/``end``
+    (first/last bar, UTC ISO), ``folds`` (fold per group), ``missing_groups`` (groups without any return,
+    e.g. a failed fold), and metrics from :func:`trader.metrics.summarize` at ``interval``: Sharpe and
+    Sortino annualised, returns and drawdowns as fractions, ``n_periods`` in bars), the distribution of
+    ``sharpe``, ``cagr`` and ``max_drawdown`` across paths (``n``, ``mean``, ``std`` (sample, ddof=1),
+    ``min``, ``max``, ``p5``..``p95``; non-finite path values left out), ``frac_sharpe_le_0`` (share of
+    paths with a finite Sharpe <= 0) and ``median_path`` (the path whose Sharpe is the median; the lower
+    one for an even count).
+
+    Example::
+
+        import polars as pl
+        from trader.oos import cpcv_paths
+        from trader.walkforward import FoldPlan
+
+        plan = FoldPlan.from_table(pl.read_parquet("runs/cv/fold_plan.parquet"))
+        res = cpcv_paths(pl.scan_parquet("runs/cv/oos_returns.parquet"), plan.paths_table,
+                         interval="1d", initial_cash=100_000.0)
+        print(res.summary["sharpe"]["p50"], res.summary["frac_sharpe_le_0"])
+    """
+    if paths_table.is_empty():
+        return None
+    absent = [c for c in _PATHS_TABLE_COLUMNS if c not in paths_table.columns]
+    if absent:
+        raise SchemaError(
+            f"cpcv_paths: paths_table lacks column(s) {', '.join(absent)}; pass plan.paths_table"
+        )
+    assign = paths_table.select(
+        pl.col("path", "group", "fold").cast(pl.Int64), pl.col("start", "end").cast(pl.Date)
+    )
+    series = (
+        _lazy(returns)
+        .group_by("ts", "fold")
+        .agg(pl.col("return").mean())
+        .with_columns(_session_day(interval, tz).alias("_day"))
+        # A fold tests k groups, so a (bar, fold) row meets k (path, group) rows; the dates keep one.
+        .join(assign.lazy(), on="fold", how="inner")
+        .filter(pl.col("_day").is_between(pl.col("start"), pl.col("end")))
+        .select("ts", "path", "group", "fold", "return")
+        .sort("path", "ts")
+        .collect(engine="streaming")
+    )
+    if series.select(pl.struct("path", "ts").is_duplicated().any()).item():
+        raise DataError(
+            "cpcv_paths: a path takes two returns for one bar; its groups overlap (not a CPCV plan)"
+        )
+    # A NaN return is a bar without a return: it neither compounds nor counts (summarize drops it too).
+    series = series.with_columns(
+        equity=initial_cash * (1.0 + pl.col("return").fill_nan(0.0)).cum_prod().over("path")
+    ).select(list(_PATH_SERIES_SCHEMA))
+
+    paths = sorted(assign["path"].unique().to_list())
+    groups = sorted(assign["group"].unique().to_list())
+    folds_of = {
+        p: dict(zip(rows["group"].to_list(), rows["fold"].to_list(), strict=True))
+        for (p,), rows in assign.partition_by("path", as_dict=True).items()
+    }
+    by_path = series.partition_by("path", as_dict=True) if series.height else {}
+    per_path = []
+    for j in paths:
+        rows = by_path.get((j,))
+        rets = rows["return"].to_numpy() if rows is not None else np.empty(0)
+        covered = set(rows["group"].unique().to_list()) if rows is not None else set()
+        m = summarize(rets, interval=interval, initial_equity=initial_cash)
+        per_path.append(
+            {
+                "path": int(j),
+                "start": rows["ts"][0].isoformat() if rows is not None else None,
+                "end": rows["ts"][-1].isoformat() if rows is not None else None,
+                "folds": [int(folds_of[j][g]) for g in groups if g in folds_of[j]],
+                "missing_groups": [int(g) for g in groups if g not in covered],
+                **{k: m[k] for k in _PATH_METRICS},
+            }
+        )
+    sharpes = np.array([p["sharpe"] for p in per_path], dtype=np.float64)
+    finite = np.isfinite(sharpes)
+    median_path = None
+    if finite.any():
+        ranked = sorted((float(sharpes[i]), per_path[i]["path"]) for i in np.flatnonzero(finite))
+        median_path = ranked[(len(ranked) - 1) // 2][1]
+    summary: dict[str, Any] = {
+        "n_paths": len(paths),
+        "n_groups": len(groups),
+        **{
+            key: _distribution(np.array([p[key] for p in per_path], dtype=np.float64))
+            for key in _DISTRIBUTION_METRICS
+        },
+        "frac_sharpe_le_0": float(np.mean(sharpes[finite] <= 0.0)) if finite.any() else math.nan,
+        "median_path": median_path,
+        "per_path": per_path,
+    }
+    return CPCVPaths(summary=summary, series=series)
+
+
 def _window_metrics(rets: np.ndarray, interval: str, n_trades: int) -> dict[str, Any]:
     m = summarize(rets, interval=interval)
     return {
@@ -112,15 +309,17 @@ def oos_summary(
     initial_cash: float,
     n_trials: int,
     by_symbol: Mapping[str, tuple[Frame, Frame]] | None = None,
+    paths: CPCVPaths | None = None,
 ) -> dict[str, Any]:
-    """The metric parts of ``summary.json``: oos, benchmark, per_fold, per_symbol, dsr, failed_folds.
+    """The metric parts of ``summary.json``: oos, benchmark, per_fold, per_symbol, dsr, failed_folds, paths.
 
     ``returns`` and ``trades`` may be LazyFrames over many files: only per-bar aggregates, one fold's trades
     and one symbol's rows are in memory at a time. ``by_symbol`` optionally maps each symbol to cheaper
     (returns, trades) sources of its own rows (default: filters of ``returns`` and ``trades``).
     ``n_trials``: configurations tried per fold (the grid size), for the deflated Sharpe ratio; the
     variance of trial Sharpe ratios is the mean over (fold, symbol) of the candidates' per-period train Sharpe
-    variance.
+    variance. ``paths``: the run's CPCV paths from :func:`cpcv_paths` (computed once by the caller, which
+    also writes their equity curves); ``summary["paths"]`` is its summary, ``None`` for walk-forward runs.
     """
     returns, trades = _lazy(returns), _lazy(trades)
     stitched = stitch_equity(returns, initial_cash)
@@ -236,4 +435,5 @@ def oos_summary(
         "per_symbol": per_symbol,
         "dsr": dsr,
         "failed_folds": failed_folds,
+        "paths": paths.summary if paths is not None else None,
     }

@@ -222,3 +222,39 @@ def test_resume_after_the_driver_is_killed(store_dir: str, tmp_path: Path) -> No
     run_walkforward(_request(store_dir, clean), _settings("walkforward.symbols_per_task=1"), progress=False)
     for name in ("oos_returns.parquet", "params.parquet", "trades.parquet"):
         assert_frame_equal(RunDir(run_dir).read_parquet(name), RunDir(clean).read_parquet(name))
+
+
+def test_cpcv_run_writes_one_result_per_backtest_path(store_dir: str, tmp_path: Path) -> None:
+    import datetime as dt
+    import math
+
+    # 2020-2021 (505 sessions) in N = 4 groups, k = 2: C(4, 2) = 6 splits and C(3, 1) = 3 backtest paths.
+    n_groups, k = 4, 2
+    run_dir = str(tmp_path / "cv")
+    request = WalkForwardRequest(
+        SYMBOLS[:2], dt.date(2020, 1, 1), dt.date(2021, 12, 31), None, {}, store_dir, "1d", run_dir
+    )
+    settings = _settings(
+        "walkforward.scheme=cpcv",
+        f"walkforward.n_groups={n_groups}",
+        f"walkforward.k_test_groups={k}",
+        "walkforward.embargo=2",
+        "walkforward.grid_size=2",
+    )
+    summary = run_walkforward(request, settings, progress=False)
+    assert summary["mode"] == "cpcv" and summary["n_folds"] == math.comb(n_groups, k)
+    paths = summary["paths"]
+    n_paths = math.comb(n_groups - 1, k - 1)
+    assert paths["n_paths"] == n_paths and len(paths["per_path"]) == n_paths
+    assert all(p["missing_groups"] == [] for p in paths["per_path"])
+    run = RunDir(run_dir)
+    assert run.exists("paths_equity.parquet") and run.exists("report.html")
+    curves = run.read_parquet("paths_equity.parquet")
+    assert curves.columns == ["ts", "path", "equity"]
+    assert sorted(curves["path"].unique().to_list()) == list(range(n_paths))
+    # Every path is a full out-of-sample history: the bars of the stitched series, once each.
+    equity = run.read_parquet("equity.parquet")
+    for (_,), curve in curves.partition_by("path", as_dict=True).items():
+        assert curve["ts"].to_list() == equity["ts"].to_list()
+    assert run.read_json("summary.json")["paths"]["median_path"] == paths["median_path"]
+    assert 'id="fig-cpcv_paths"' in (Path(run_dir) / "report.html").read_text(encoding="utf-8")

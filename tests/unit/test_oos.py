@@ -2,7 +2,9 @@
 
 Oracles: a small stitching example worked by hand (overlapping folds, a symbol missing on a bar), plain loops
 for compounded returns and the moments of the stitched series, :func:`trader.backtest._round_trip_returns`
-for trades, and :func:`trader.metrics.deflated_sharpe_ratio` fed with inputs computed here.
+for trades, and :func:`trader.metrics.deflated_sharpe_ratio` fed with inputs computed here. CPCV paths: a
+6-group, 2-test-group plan whose per-fold returns are a known function of (fold, symbol, day), so each path's
+series, metrics and their distribution are recomputed here by plain loops over the plan's assignment.
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ import polars as pl
 import pytest
 
 from trader.metrics import deflated_sharpe_ratio
-from trader.oos import oos_summary, stitch_equity, trade_returns
-from trader.walkforward import TABLE_SCHEMA
+from trader.oos import cpcv_paths, oos_summary, stitch_equity, trade_returns
+from trader.walkforward import TABLE_SCHEMA, FoldPlan, cpcv_plan, walk_forward_plan
 
 UTC = dt.UTC
 RETURN_SCHEMA = {
@@ -214,7 +216,15 @@ def _port(returns: pl.DataFrame) -> list[float]:
 
 
 def test_summary_parts(case: dict[str, Any]) -> None:
-    assert set(case["summary"]) == {"oos", "benchmark", "per_fold", "per_symbol", "dsr", "failed_folds"}
+    assert set(case["summary"]) == {
+        "oos",
+        "benchmark",
+        "per_fold",
+        "per_symbol",
+        "dsr",
+        "failed_folds",
+        "paths",
+    }
 
 
 def test_per_fold_status_reason_and_metrics(case: dict[str, Any]) -> None:
@@ -309,3 +319,203 @@ def test_deflated_sharpe_needs_trials_and_their_variance(case: dict[str, Any], n
     assert summary["dsr"]["note"]
     assert [row["status"] for row in summary["per_fold"]] == ["ok", "ok", "failed"]
     assert summary["per_fold"][2]["reason"] is None
+
+
+# -- CPCV paths ---------------------------------------------------------------------------------------------
+CV_DAYS = [dt.date(2021, 3, 1) + dt.timedelta(days=i) for i in range(60)]
+CV_SYMBOLS = ("A", "B")
+
+
+def _cv_plan() -> FoldPlan:
+    # N = 6 groups of 10 days, k = 2: C(6, 2) = 15 splits and C(5, 1) = 5 paths.
+    return cpcv_plan(CV_DAYS, n_groups=6, k_test_groups=2, purge=1, embargo=1)
+
+
+def _cv_return(fold: int, symbol: str, day: int) -> float:
+    """A level per fold (negative for folds 0-6, zero for 7, positive after), a wiggle, a symbol offset."""
+    return 0.001 * (fold - 7) + 0.002 * math.sin(day + fold) + (0.0005 if symbol == "A" else -0.0003)
+
+
+def _cv_returns(plan: FoldPlan) -> pl.DataFrame:
+    rows = []
+    for fold in plan.folds:
+        for i, day in enumerate(CV_DAYS):
+            if fold.test_mask([day])[0]:
+                for symbol in CV_SYMBOLS:
+                    rows.append((fold.fold, symbol, day, _cv_return(fold.fold, symbol, i), 0.0))
+    # Rows of fold 0 outside its test groups (0, 1): no path may take them.
+    rows += [(0, "A", CV_DAYS[55], 9.9, 0.0), (0, "B", CV_DAYS[25], -0.9, 0.0)]
+    return pl.DataFrame(
+        {
+            "ts": [dt.datetime.combine(d, dt.time(), UTC) for _, _, d, _, _ in rows],
+            "symbol": [s for _, s, _, _, _ in rows],
+            "fold": [f for f, *_ in rows],
+            "return": [r for *_, r, _ in rows],
+            "benchmark_return": [b for *_, b in rows],
+        },
+        schema=RETURN_SCHEMA,
+    )
+
+
+def _percentile(values: list[float], q: float) -> float:
+    """Linear interpolation between order statistics (Hyndman-Fan type 7), by hand."""
+    xs = sorted(values)
+    h = (len(xs) - 1) * q / 100
+    lo = math.floor(h)
+    return xs[lo] + (h - lo) * (xs[min(lo + 1, len(xs) - 1)] - xs[lo])
+
+
+def _oracle_paths(plan: FoldPlan) -> list[list[tuple[dt.date, int, int, float]]]:
+    """Per path, (day, group, fold, portfolio return) by plain loops over the plan's path assignment."""
+    out = []
+    for path in plan.paths:
+        rows = []
+        for g, (fold, segment) in enumerate(path):
+            start, end = plan.folds[fold].test[segment]
+            for i, day in enumerate(CV_DAYS):
+                if start <= day <= end:
+                    r = statistics.mean(_cv_return(fold, s, i) for s in CV_SYMBOLS)
+                    rows.append((day, g, fold, r))
+        out.append(rows)
+    return out
+
+
+@pytest.fixture(scope="module")
+def cv() -> dict[str, Any]:
+    plan = _cv_plan()
+    returns = _cv_returns(plan)
+    res = cpcv_paths(returns, plan.paths_table, interval="1d", initial_cash=1000.0)
+    assert res is not None
+    return {"plan": plan, "returns": returns, "res": res}
+
+
+def test_cpcv_every_path_covers_every_group_once_and_equals_the_oracle(cv: dict[str, Any]) -> None:
+    plan, res = cv["plan"], cv["res"]
+    assert plan.n_folds == 15 and len(plan.paths) == 5
+    series = res.series
+    assert series.columns == ["ts", "path", "group", "fold", "return", "equity"]
+    assert sorted(series["path"].unique().to_list()) == list(range(5))
+    groups = plan.groups
+    used: dict[int, set[int]] = {g: set() for g in range(6)}
+    for j, want in enumerate(_oracle_paths(plan)):
+        got = series.filter(pl.col("path") == j)
+        # every group exactly once: each group's days appear once, in time order, from one fold
+        assert got["ts"].is_sorted() and got["ts"].n_unique() == got.height == len(CV_DAYS)
+        for g, (start, end) in enumerate(groups):
+            in_group = got.filter(pl.col("group") == g)
+            assert in_group["ts"].dt.date().to_list() == [d for d in CV_DAYS if start <= d <= end]
+            assert in_group["fold"].n_unique() == 1
+            used[g].add(in_group["fold"][0])
+        assert got["ts"].dt.date().to_list() == [d for d, *_ in want]
+        assert got["group"].to_list() == [g for _, g, _, _ in want]
+        assert got["fold"].to_list() == [f for _, _, f, _ in want]
+        assert got["return"].to_list() == pytest.approx([r for *_, r in want], abs=1e-15)
+        growth, curve = 1.0, []
+        for *_, r in want:
+            growth *= 1.0 + r
+            curve.append(1000.0 * growth)
+        assert got["equity"].to_list() == pytest.approx(curve, rel=1e-12)
+    # Across the paths each group is taken from every split that tests it, once: C(5, 1) = 5 splits.
+    for g in range(6):
+        testing = {f.fold for f in plan.folds if groups[g] in f.test}
+        assert used[g] == testing and len(testing) == 5
+    assert res.equity.columns == ["ts", "path", "equity"]
+
+
+def test_cpcv_path_metrics_and_distribution(cv: dict[str, Any]) -> None:
+    plan, summary = cv["plan"], cv["res"].summary
+    assert summary["n_paths"] == 5 and summary["n_groups"] == 6
+    per_path = summary["per_path"]
+    assert [p["path"] for p in per_path] == list(range(5))
+    sharpes = []
+    for entry, want, path in zip(per_path, _oracle_paths(plan), plan.paths, strict=True):
+        rets = [r for *_, r in want]
+        sr = statistics.mean(rets) / statistics.stdev(rets) * math.sqrt(252)
+        sharpes.append(sr)
+        assert entry["sharpe"] == pytest.approx(sr, rel=1e-9)
+        assert entry["total_return"] == pytest.approx(_compound(rets), rel=1e-10)
+        assert entry["n_periods"] == len(rets)
+        assert entry["folds"] == [fold for fold, _ in path]
+        assert entry["missing_groups"] == []
+        assert entry["start"] == "2021-03-01T00:00:00+00:00" and entry["end"] == "2021-04-29T00:00:00+00:00"
+    # The fold levels make some paths lose and some win, so the distribution is not degenerate.
+    assert min(sharpes) <= 0 < max(sharpes)
+    dist = summary["sharpe"]
+    assert dist["n"] == 5
+    assert dist["mean"] == pytest.approx(statistics.mean(sharpes), rel=1e-9)
+    assert dist["std"] == pytest.approx(statistics.stdev(sharpes), rel=1e-9)
+    assert dist["min"] == pytest.approx(min(sharpes)) and dist["max"] == pytest.approx(max(sharpes))
+    for q in (5, 25, 50, 75, 95):
+        assert dist[f"p{q}"] == pytest.approx(_percentile(sharpes, q), rel=1e-9)
+    assert summary["frac_sharpe_le_0"] == pytest.approx(sum(s <= 0 for s in sharpes) / 5)
+    assert sharpes[summary["median_path"]] == pytest.approx(statistics.median(sharpes))
+    cagrs = [p["cagr"] for p in per_path]
+    assert summary["cagr"]["p50"] == pytest.approx(statistics.median(cagrs))
+
+
+def test_cpcv_paths_from_lazy_scans_equal_the_eager_result(cv: dict[str, Any], tmp_path: Any) -> None:
+    # As a run gathers them: one Parquet file per fold, scanned lazily, never loaded whole.
+    for (fold,), part in cv["returns"].partition_by("fold", as_dict=True).items():
+        part.write_parquet(tmp_path / f"f{fold:04d}.parquet")
+    scan = pl.scan_parquet(str(tmp_path / "*.parquet"))
+    res = cpcv_paths(scan, cv["plan"].paths_table, interval="1d", initial_cash=1000.0)
+    assert res is not None
+    assert res.series.equals(cv["res"].series)
+    assert res.summary == cv["res"].summary
+    lazy = cpcv_paths(cv["returns"].lazy(), cv["plan"].paths_table, interval="1d", initial_cash=1000.0)
+    assert lazy is not None and lazy.series.equals(res.series) and lazy.summary == res.summary
+
+
+def test_cpcv_failed_fold_leaves_its_groups_missing_on_its_path(cv: dict[str, Any]) -> None:
+    plan = cv["plan"]
+    returns = cv["returns"].filter(pl.col("fold") != 3)  # fold 3 tests groups (0, 4)
+    res = cpcv_paths(returns, plan.paths_table, interval="1d", initial_cash=1000.0)
+    assert res is not None
+    for j, path in enumerate(plan.paths):
+        missing = [g for g, (fold, _) in enumerate(path) if fold == 3]
+        assert res.summary["per_path"][j]["missing_groups"] == missing
+    assert any(p["missing_groups"] for p in res.summary["per_path"])
+
+
+def test_cpcv_intraday_bars_belong_to_their_local_session() -> None:
+    days = [dt.date(2024, 1, 1) + dt.timedelta(days=i) for i in range(4)]
+    plan = cpcv_plan(days, n_groups=2, k_test_groups=1)  # fold 0 tests days 0-1, fold 1 days 2-3
+    # 23:00 UTC on Jan 2 is 08:00 on Jan 3 in Tokyo: group 1's session, so fold 1's bar and not fold 0's.
+    ts = [dt.datetime(2024, 1, 2, 23, 0, tzinfo=UTC), dt.datetime(2024, 1, 1, 1, 0, tzinfo=UTC)]
+    returns = pl.DataFrame(
+        {"ts": ts * 2, "symbol": ["A"] * 4, "fold": [0, 0, 1, 1], "return": [0.1, 0.2, 0.3, 0.4]},
+        schema={k: v for k, v in RETURN_SCHEMA.items() if k != "benchmark_return"},
+    )
+    res = cpcv_paths(returns, plan.paths_table, interval="1m", initial_cash=1.0, tz="Asia/Tokyo")
+    assert res is not None
+    assert res.series.select("ts", "group", "fold", "return").rows() == [
+        (ts[1], 0, 0, 0.2),
+        (ts[0], 1, 1, 0.3),
+    ]
+    utc = cpcv_paths(returns, plan.paths_table, interval="1m", initial_cash=1.0, tz="UTC")
+    assert utc is not None
+    assert utc.series.select("ts", "fold").rows() == [(ts[1], 0), (ts[0], 0)]
+
+
+def test_walk_forward_plan_has_no_paths(case: dict[str, Any]) -> None:
+    plan = walk_forward_plan(CV_DAYS, train_len=20, test_len=10, stride=10, purge=1)
+    assert cpcv_paths(case["returns"], plan.paths_table, interval="1d", initial_cash=1000.0) is None
+    assert case["summary"]["paths"] is None
+
+
+def test_oos_summary_carries_the_paths(cv: dict[str, Any]) -> None:
+    plan, res = cv["plan"], cv["res"]
+    summary = oos_summary(
+        returns=cv["returns"].lazy(),
+        trades=pl.DataFrame(schema=TRADE_SCHEMA),
+        params=pl.DataFrame(schema={"fold": pl.Int64, "symbol": pl.String, "trial_sharpe_var": pl.Float64}),
+        plan_table=plan.table,
+        failures=[],
+        interval="1d",
+        initial_cash=1000.0,
+        n_trials=1,
+        paths=res,
+    )
+    assert summary["paths"] is res.summary
+    # The stitched history is one path-agnostic series; the paths are several full histories over it.
+    assert summary["oos"]["n_periods"] == len(CV_DAYS)

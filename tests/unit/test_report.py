@@ -13,6 +13,7 @@ import math
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import tempfile
 from collections import Counter
@@ -856,3 +857,173 @@ def test_report_renders_in_headless_chromium_without_errors(tmp_path: Path) -> N
     console = _console_lines(bad_stderr)
     assert any("injected failure" in line for line in console), bad_stderr[-2000:]
     assert any("Uncaught ReferenceError" in line for line in console), bad_stderr[-2000:]
+
+
+# -- CPCV paths -------------------------------------------------------------------------------------------
+CV_GROUPS, CV_K = 6, 2  # 15 splits, C(5, 1) = 5 backtest paths
+
+
+def make_cpcv_run_dir(root: Path, *, n_bars: int = 300) -> Path:
+    """The walk-forward run of :func:`make_run_dir` turned into a CPCV run over its out-of-sample days.
+
+    6 groups, 2 test groups: each split's sleeves earn seeded normal returns whose mean depends on the split
+    (some splits lose, some win), ``cpcv_paths`` turns them into the 5 paths, and the plan, summary (mode,
+    per-fold rows, paths) and ``paths_equity.parquet`` are written as a CPCV run writes them.
+    """
+    from trader.oos import cpcv_paths
+    from trader.walkforward import cpcv_plan
+
+    make_run_dir(root, n_bars=n_bars)
+    eq = pl.read_parquet(root / "equity.parquet")
+    days, stamps = eq["ts"].dt.date().to_list(), eq["ts"].to_list()
+    plan = cpcv_plan(days, n_groups=CV_GROUPS, k_test_groups=CV_K)
+    rows = []
+    for fold in plan.folds:
+        mask = fold.test_mask(days)
+        for i, s in enumerate(SYMBOLS):
+            rng = np.random.default_rng(100 * fold.fold + i)
+            rets = rng.normal(0.0004 * (fold.fold - 7), 0.01, len(days))
+            rows += [(stamps[t], s, fold.fold, float(rets[t])) for t in np.flatnonzero(mask)]
+    returns = pl.DataFrame(
+        rows, schema={"ts": UTC_NS, "symbol": pl.String, "fold": pl.Int64, "return": pl.Float64}, orient="row"
+    )
+    returns.write_parquet(root / "oos_returns.parquet")
+    plan.table.write_parquet(root / "fold_plan.parquet")
+    paths = cpcv_paths(returns, plan.paths_table, interval="1d", initial_cash=INITIAL_CASH)
+    assert paths is not None
+    paths.equity.write_parquet(root / "paths_equity.parquet")
+    summary = json.loads((root / "summary.json").read_text())
+    per_fold = []
+    for fold in plan.folds:
+        mine = returns.filter(pl.col("fold") == fold.fold)
+        port = mine.group_by("ts").agg(pl.col("return").mean()).sort("ts")
+        m = summarize(port["return"].to_numpy(), interval="1d")
+        per_fold.append(
+            {
+                "fold": fold.fold,
+                "test_start": fold.test[0][0].isoformat(),
+                "test_end": fold.test[-1][1].isoformat(),
+                "sharpe": m["sharpe"],
+                "total_return": m["total_return"],
+                "max_drawdown": m["max_drawdown"],
+                "n_trades": 0,
+                "status": "ok",
+                "reason": None,
+            }
+        )
+    summary.update(mode="cpcv", per_fold=per_fold, paths=paths.summary)
+    (root / "summary.json").write_text(json.dumps(_clean_json(summary), indent=2, allow_nan=False))
+    return root
+
+
+@pytest.fixture(scope="module")
+def cpcv_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_cpcv_run_dir(tmp_path_factory.mktemp("cpcv") / "cv")
+
+
+def test_cpcv_paths_section_plots_every_path_and_the_sharpe_histogram(cpcv_run: Path) -> None:
+    page = render_report(str(cpcv_run))
+    summary = json.loads((cpcv_run / "summary.json").read_text())
+    per_path = summary["paths"]["per_path"]
+    sharpes = [p["sharpe"] for p in per_path]
+    assert len(per_path) == math.comb(CV_GROUPS - 1, CV_K - 1) == 5
+    assert '<section id="cpcv_paths"><h2>CPCV paths</h2>' in page
+    assert len(re.findall(r'Plotly\.newPlot\(\s*"fig-cpcv_paths"', page)) == 1
+    data, _ = figure_json(page, "cpcv_paths")
+    curves = [t for t in data if t["type"] == "scatter"]
+    hist = [t for t in data if t["type"] == "histogram"]
+    assert len(curves) == 5 and len(hist) == 1
+    assert hist[0]["x"] == pytest.approx(sharpes)
+    # Every curve is its path's equity as written (short series: nothing down-sampled).
+    written = pl.read_parquet(cpcv_run / "paths_equity.parquet")
+    by_name = {}
+    for t in curves:
+        m = re.match(r"(?:median )?path (\d+):", t["hovertemplate"])
+        assert m, t["hovertemplate"]
+        by_name[int(m.group(1))] = t
+        want = written.filter(pl.col("path") == int(m.group(1))).sort("ts")
+        assert t["y"] == pytest.approx(want["equity"].to_list())
+        assert t["x"] == want["ts"].dt.strftime("%Y-%m-%d").to_list()
+    assert sorted(by_name) == list(range(5))
+    # The median path by Sharpe is drawn thick, on top (last), and named in the legend.
+    median = statistics.median(sharpes)
+    median_path = next(p["path"] for p in per_path if p["sharpe"] == median)
+    assert curves[-1] is by_name[median_path]
+    assert curves[-1]["name"] == "median path" and curves[-1]["line"]["width"] == 3
+    assert all(t["line"]["width"] == 1 for t in curves[:-1])
+    section = page.split('<section id="cpcv_paths">', 1)[1].split("</section>", 1)[0]
+    assert f"(path {median_path})" in section
+    assert f"{sum(s <= 0 for s in sharpes)} of 5 paths have a Sharpe ratio &lt;= 0" in section
+    # The distribution table, from plain statistics of the per-path Sharpe ratios.
+    table = section.split("<table>", 1)[1].split("</table>", 1)[0]
+    for label, value in (
+        ("mean", statistics.mean(sharpes)),
+        ("std (sample)", statistics.stdev(sharpes)),
+        ("min", min(sharpes)),
+        ("median", median),
+        ("max", max(sharpes)),
+    ):
+        assert f'<td class="l">{label}</td><td>{value:.2f}</td>' in table, label
+    # The per-path table: one row per path, with its folds per group.
+    assert section.count("<table>") == 2
+    path_table = section.split("<table>")[2]
+    for p in per_path:
+        folds = " ".join(str(f) for f in p["folds"])
+        assert f'<tr><td class="l">{p["path"]}</td><td>{p["sharpe"]:.2f}</td>' in path_table
+        assert f"<td>{folds}</td>" in path_table
+
+
+def test_walk_forward_report_has_no_paths_section(page: str) -> None:
+    assert "cpcv_paths" not in page and "CPCV paths" not in page
+
+
+def test_cpcv_paths_without_curves_still_show_the_histogram(tmp_path: Path) -> None:
+    root = make_cpcv_run_dir(tmp_path / "cv")
+    (root / "paths_equity.parquet").unlink()
+    run = load_run(str(root))
+    assert run.path_equity.height == 0 and "paths_equity.parquet" not in run.missing
+    page = render_report(str(root))
+    data, _ = figure_json(page, "cpcv_paths")
+    assert [t["type"] for t in data] == ["histogram"]
+    assert "No equity curves: paths_equity.parquet was not written." in page
+
+
+def test_long_path_curves_are_downsampled_per_path_on_read(tmp_path: Path) -> None:
+    from trader.report.rundir import PATH_PLOT_POINTS
+
+    root = make_cpcv_run_dir(tmp_path / "cv")
+    n, n_paths = 12_000, 5
+    ts = pl.datetime_range(
+        dt.datetime(2020, 1, 1, 14, 30),
+        dt.datetime(2020, 1, 1, 14, 30) + dt.timedelta(minutes=n - 1),
+        "1m",
+        eager=True,
+        time_zone="UTC",
+    )
+    rng = np.random.default_rng(9)
+    curves = {p: INITIAL_CASH * np.cumprod(1 + rng.normal(0, 0.001, n)) for p in range(n_paths)}
+    frame = pl.concat(pl.DataFrame({"ts": ts, "path": [p] * n, "equity": curves[p]}) for p in range(n_paths))
+    # Small row groups, so the per-path read really skips the other paths' data.
+    frame.write_parquet(root / "paths_equity.parquet", row_group_size=4_000)
+    run = load_run(str(root))
+    assert run.row_counts["paths_equity.parquet"] == n * n_paths
+    for (p,), got in run.path_equity.partition_by("path", as_dict=True).items():
+        assert got.height <= PATH_PLOT_POINTS // n_paths < n
+        assert got["ts"].is_sorted()
+        assert got["equity"].min() == pytest.approx(curves[p].min())
+        assert got["equity"].max() == pytest.approx(curves[p].max())
+        assert got["equity"][0] == curves[p][0] and got["equity"][-1] == curves[p][-1]
+    assert "Down-sampled for plotting" in render_report(str(root)).split('id="cpcv_paths"', 1)[1]
+
+
+def test_cpcv_report_renders_in_headless_chromium_without_errors(cpcv_run: Path, tmp_path: Path) -> None:
+    chromium = _chromium()
+    html = Path(build_report(str(cpcv_run))).read_text(encoding="utf-8")
+    head = '<meta charset="utf-8">'
+    good = tmp_path / "cpcv.html"
+    good.write_text(html.replace(head, head + ERROR_RECORDER, 1), encoding="utf-8")
+    scan, stderr = _dump_dom(chromium, good)
+    assert "fig-cpcv_paths" in scan.plots
+    assert all(scan.plots.values()), scan.plots
+    assert scan.errors == []
+    assert _console_lines(stderr) == []

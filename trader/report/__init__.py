@@ -7,12 +7,15 @@ holds what the walk-forward driver wrote:
   settings, versions), ``equity.parquet`` (ts, equity, benchmark in account currency) and
   ``fold_plan.parquet`` (fold, role train/test, segment, start, end: inclusive dates);
 * optional, possibly empty: ``oos_returns``, ``trades``, ``params``, ``risk_events``, ``selection``
-  (``.parquet``).
+  (``.parquet``);
+* CPCV runs only: ``paths_equity.parquet`` (ts, path, equity: each backtest path's equity curve).
 
 The page shows a headline table (OOS vs benchmark, deflated Sharpe ratio), failed folds with their
-reasons, a per-fold table, then plots: equity vs benchmark, drawdown, OOS Sharpe per fold, a per-symbol
-metrics heatmap, parameter stability across folds, regime and bandit-arm shares, and risk events. Series
-longer than 5,000 points are down-sampled for plotting (min/max per bucket; the page says so). A missing
+reasons, a per-fold table, then plots: equity vs benchmark, drawdown, OOS Sharpe per fold, for CPCV runs the
+backtest paths (every path's equity curve with the median path highlighted, a histogram of path Sharpe
+ratios, and their distribution and per-path tables), a per-symbol metrics heatmap, parameter stability
+across folds, regime and bandit-arm shares, and risk events. Series longer than 5,000 points (CPCV paths:
+20,000 points over all paths) are down-sampled for plotting (min/max per bucket; the page says so). A missing
 optional file or an empty table gives a one-line note instead of a plot; a missing or malformed required
 file raises :class:`~trader.errors.DataError` naming it.
 

@@ -31,14 +31,15 @@ from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
 from trader.errors import DataError
-from trader.report.rundir import RunData, finite_or_none
-from trader.report.tables import FoldRow, fold_rows, format_metric
+from trader.report.rundir import PATHS_EQUITY, RunData, finite_or_none
+from trader.report.tables import DASH, FoldRow, fold_rows, format_metric
 
 __all__ = [
     "HEATMAP_METRICS",
     "MAX_PLOT_POINTS",
     "Panel",
     "build_panels",
+    "cpcv_paths_panel",
     "decimate_indices",
     "drawdown",
     "drawdown_panel",
@@ -82,20 +83,28 @@ _FAILED_COLOR: Final = "#d62728"
 _PARTIAL_COLOR: Final = "#ff7f0e"
 # Fold statuses without any out-of-sample result ("partial": some symbols failed, the rest traded).
 _NO_RESULT: Final = frozenset({"failed", "missing"})
+_PATH_COLOR: Final = "rgba(127,127,127,0.45)"
+# Beyond this many CPCV paths the per-path table is left out (summary.json has every path).
+_PATH_TABLE_ROWS: Final = 60
 # Multi-panel figures carry subplot titles where the default legend sits; theirs goes on the right.
 _SIDE_LEGEND: Final = {"orientation": "v", "x": 1.01, "xanchor": "left", "y": 1, "yanchor": "top"}
+
+
+#: A small table shown under a panel's figure: (header, rows) of page text (escaped when rendered).
+TableData = tuple[tuple[str, ...], tuple[tuple[str, ...], ...]]
 
 
 @dataclass(frozen=True)
 class Panel:
     """One plot of the page. ``key`` is stable (the div id is ``fig-<key>``); ``figure`` is ``None`` when
     there is nothing to plot and ``note`` then says why; otherwise ``note`` is a caption (units, sources,
-    down-sampling)."""
+    down-sampling). ``tables`` are shown under the figure (first column left-aligned, the rest numbers)."""
 
     key: str
     title: str
     figure: go.Figure | None
     note: str = ""
+    tables: tuple[TableData, ...] = ()
 
 
 # -- helpers ----------------------------------------------------------------------------------------------
@@ -305,6 +314,144 @@ def fold_sharpe_panel(folds: Sequence[FoldRow]) -> Panel:
         " failed)."
     )
     return Panel("fold_sharpe", title, fig, note)
+
+
+# -- CPCV paths -------------------------------------------------------------------------------------------
+_DISTRIBUTION_ROWS: Final = (
+    ("mean", "mean"),
+    ("std", "std (sample)"),
+    ("min", "min"),
+    ("p5", "5th percentile"),
+    ("p25", "25th percentile"),
+    ("p50", "median"),
+    ("p75", "75th percentile"),
+    ("p95", "95th percentile"),
+    ("max", "max"),
+)
+
+
+def _path_tables(paths: Mapping[str, Any]) -> tuple[TableData, ...]:
+    """The distribution of path metrics, then (for up to 60 paths) one row per path."""
+    metrics = (("sharpe", "Sharpe"), ("cagr", "CAGR"), ("max_drawdown", "max DD"))
+    dist: list[tuple[str, ...]] = []
+    for stat, label in _DISTRIBUTION_ROWS:
+        dist.append((label, *(format_metric(key, (paths.get(key) or {}).get(stat)) for key, _ in metrics)))
+    out: list[TableData] = [(("across paths", *(label for _, label in metrics)), tuple(dist))]
+    per_path = paths.get("per_path") or []
+    if 0 < len(per_path) <= _PATH_TABLE_ROWS:
+        rows = tuple(
+            (
+                str(e.get("path")),
+                format_metric("sharpe", e.get("sharpe")),
+                format_metric("cagr", e.get("cagr")),
+                format_metric("total_return", e.get("total_return")),
+                format_metric("max_drawdown", e.get("max_drawdown")),
+                format_metric("n_periods", e.get("n_periods")),
+                " ".join(str(f) for f in e.get("folds") or []) or DASH,
+                " ".join(str(g) for g in e.get("missing_groups") or []) or "none",
+            )
+            for e in per_path
+        )
+        header = ("path", "Sharpe", "CAGR", "return", "max DD", "bars", "fold per group", "groups missing")
+        out.append((header, rows))
+    return tuple(out)
+
+
+def cpcv_paths_panel(run: RunData) -> Panel | None:
+    """CPCV backtest paths: every path's equity curve (thin lines, the median path by Sharpe thick) and a
+    histogram of path Sharpe ratios (annualised); ``None`` for a run without paths (walk-forward)."""
+    title = "CPCV paths"
+    paths: Mapping[str, Any] = run.summary.get("paths") or {}
+    per_path = paths.get("per_path") or []
+    curves = run.path_equity
+    if not per_path and curves.height == 0:
+        return None
+    sharpes = [v for v in (finite_or_none(e.get("sharpe")) for e in per_path) if v is not None]
+    n_paths = int(paths.get("n_paths") or len(per_path) or curves["path"].n_unique())
+    median = paths.get("median_path")
+    if not sharpes and curves.height == 0:
+        return Panel("cpcv_paths", title, None, f"{n_paths} paths, none with an out-of-sample return.")
+    fig = make_subplots(
+        rows=1,
+        cols=2,
+        column_widths=[0.68, 0.32],
+        horizontal_spacing=0.08,
+        subplot_titles=("equity per path (account currency)", "path Sharpe ratio (annualised)"),
+    )
+    by_path = curves.partition_by("path", as_dict=True) if curves.height else {}
+    order = sorted(p for (p,) in by_path)
+    order = [p for p in order if p != median] + [p for p in order if p == median]  # median on top
+    legend_other = True
+    for p in order:
+        frame = by_path[(p,)]
+        is_median = p == median
+        label = f"median path {p}" if is_median else f"path {p}"
+        fig.add_trace(
+            go.Scatter(
+                x=_ts_text(frame["ts"]),
+                y=_plain(frame["equity"].fill_null(float("nan")).to_numpy()),
+                mode="lines",
+                name="median path" if is_median else "other paths",
+                legendgroup="median" if is_median else "paths",
+                showlegend=is_median or legend_other,
+                line={"color": _STRATEGY_COLOR if is_median else _PATH_COLOR, "width": 3 if is_median else 1},
+                hovertemplate=f"{label}: %{{y:,.0f}}<extra></extra>",
+            ),
+            row=1,
+            col=1,
+        )
+        legend_other = legend_other and is_median
+    if sharpes:
+        # Bins chosen here, not by plotly.js: a handful of paths would get 2-3 very wide auto bins.
+        n_bins = min(max(len(sharpes) // 2, 5), 30)
+        lo, hi = min(sharpes), max(sharpes)
+        size = (hi - lo) / n_bins if hi > lo else 1.0
+        fig.add_trace(
+            go.Histogram(
+                x=sharpes,
+                xbins={"start": lo - size / 2, "end": hi + size / 2, "size": size},
+                name="paths",
+                showlegend=False,
+                marker_color=_STRATEGY_COLOR,
+                opacity=0.75,
+                hovertemplate="Sharpe %{x}: %{y} path(s)<extra></extra>",
+            ),
+            row=1,
+            col=2,
+        )
+        fig.add_vline(x=0.0, line={"color": _BENCH_COLOR, "dash": "dot", "width": 1}, row=1, col=2)
+        stitched = finite_or_none((run.summary.get("oos") or {}).get("sharpe"))
+        if stitched is not None:
+            fig.add_vline(
+                x=stitched,
+                line={"color": _PARTIAL_COLOR, "dash": "dash", "width": 2},
+                annotation_text="stitched OOS",
+                annotation_position="top right",
+                row=1,
+                col=2,
+            )
+    fig.update_xaxes(title_text="UTC", row=1, col=1)
+    fig.update_xaxes(title_text="Sharpe ratio (annualised)", row=1, col=2)
+    # Whole path counts: no 0.5 ticks when few paths share a bin.
+    fig.update_yaxes(title_text="paths", rangemode="tozero", tickformat=",d", row=1, col=2)
+    if len(sharpes) <= 10:
+        fig.update_yaxes(dtick=1, row=1, col=2)
+    _layout(
+        fig, height=420, hovermode="closest", legend=_SIDE_LEGEND, margin={"l": 60, "r": 20, "t": 60, "b": 40}
+    )
+    n_le_0 = sum(1 for v in sharpes if v <= 0)
+    note = (
+        f"{n_paths} backtest paths (AFML ch. 12): each takes, for every group of sessions, the out-of-sample"
+        " returns of the split the plan assigns to it, so every path covers every group once. Thick line: the"
+        f" median path by Sharpe ratio (path {median}). Right: path Sharpe ratios; dotted at zero, dashed the"
+        f" stitched OOS series' Sharpe. {n_le_0} of {len(sharpes)} paths have a Sharpe ratio <= 0."
+    )
+    if per_path and curves.height == 0:
+        note += f" No equity curves: {PATHS_EQUITY} was not written."
+    note += _downsample_note(run.row_counts.get(PATHS_EQUITY, curves.height), curves.height)
+    if len(per_path) > _PATH_TABLE_ROWS:
+        note += f" Per-path metrics of all {len(per_path)} paths: summary.json paths.per_path."
+    return Panel("cpcv_paths", title, fig, note, _path_tables(paths))
 
 
 # -- per symbol -------------------------------------------------------------------------------------------
@@ -673,12 +820,13 @@ def risk_events_panel(run: RunData) -> Panel:
 
 
 def build_panels(run: RunData, folds: Sequence[FoldRow] | None = None) -> list[Panel]:
-    """Every panel of the page, in page order."""
+    """Every panel of the page, in page order (the CPCV paths panel only for runs with paths)."""
     folds = fold_rows(run) if folds is None else folds
     return [
         equity_panel(run, folds),
         drawdown_panel(run),
         fold_sharpe_panel(folds),
+        *([paths] if (paths := cpcv_paths_panel(run)) is not None else []),
         symbol_heatmap_panel(run),
         param_stability_panel(run),
         selection_panel(run),

@@ -207,7 +207,8 @@ def _panel(panel: Panel) -> str:
         config=PLOT_CONFIG,
     )
     note = f'<p class="note">{_e(panel.note)}</p>' if panel.note else ""
-    return f"{head}{div}{note}</section>"
+    tables = "".join(_table(header, rows) for header, rows in panel.tables)
+    return f"{head}{div}{tables}{note}</section>"
 
 
 def _details(run: RunData) -> str:

@@ -12,6 +12,11 @@ checked from the Parquet footer, their row counts come from it too, and ``select
 batches of :data:`BATCH_ROWS` rows and reduced to decision counts per (fold, regime, arm). Only ``equity``
 (one row per bar), ``fold_plan``, ``params`` and ``risk_events`` are read as frames.
 
+CPCV runs also write ``paths_equity.parquet`` (ts, path, equity; one row per backtest path and bar). It is
+read one path at a time (a row-group filter) and each path is down-sampled on read to
+:data:`PATH_PLOT_POINTS` points in all (min/max per bucket), so memory is that of one path whatever their
+number. Walk-forward runs have no such file, and its absence is not listed as missing.
+
 Columns are checked by kind and cast to the contract's dtypes (any integer width to Int64, any float to
 Float64, ``Categorical`` to String, timestamps to ``Datetime("ns", "UTC")``). A timestamp column without a
 time zone is refused: the contract says UTC, and guessing would shift intraday bars silently.
@@ -45,6 +50,8 @@ from trader.errors import DataError, StoreError
 __all__ = [
     "BATCH_ROWS",
     "OPTIONAL_FILES",
+    "PATHS_EQUITY",
+    "PATH_PLOT_POINTS",
     "REQUIRED_FILES",
     "TABLE_SCHEMAS",
     "RunData",
@@ -56,6 +63,10 @@ __all__ = [
 UTC_NS: Final = pl.Datetime("ns", "UTC")
 #: Rows per record batch when streaming a large table (selection): bounds the reader's memory.
 BATCH_ROWS: Final = 1 << 20
+#: The CPCV path equity curves a run may hold (written only by CPCV runs).
+PATHS_EQUITY: Final = "paths_equity.parquet"
+#: Points kept for plotting across all CPCV path curves (each path gets an equal share, at least 500).
+PATH_PLOT_POINTS: Final = 20_000
 
 # Optional tables read as whole frames (small: per fold and symbol, or sparse events); the others are
 # large (a row per bar and symbol) and only validated from the footer, counted, or streamed.
@@ -85,6 +96,7 @@ TABLE_SCHEMAS: Final[Mapping[str, Mapping[str, str]]] = {
     },
     "risk_events.parquet": {"ts": "ts", "symbol": "str", "fold": "int", "rule": "str", "detail": "float"},
     "selection.parquet": {"ts": "ts", "symbol": "str", "fold": "int", "regime": "str", "arm": "str"},
+    PATHS_EQUITY: {"ts": "ts", "path": "int", "equity": "float"},
 }
 REQUIRED_FILES: Final = ("summary.json", "equity.parquet", "fold_plan.parquet")
 OPTIONAL_FILES: Final = (
@@ -118,6 +130,7 @@ _SUMMARY_TYPES: Final[Mapping[str, type | tuple[type, ...]]] = {
     "per_symbol": dict,
     "dsr": dict,
     "failed_folds": list,
+    "paths": dict,
     "settings": dict,
     "versions": dict,
 }
@@ -132,7 +145,9 @@ class RunData:
     by time (or fold). ``selection_counts`` holds the number of out-of-sample decisions (bars) ``n`` per
     ``fold``, ``regime`` and ``arm`` (nulls kept as null). ``row_counts`` gives the rows of every Parquet
     file present (from its footer); ``missing`` names the optional files that were absent (their frames are
-    empty).
+    empty). ``path_equity`` holds the CPCV path equity curves (ts, path, equity; sorted by path, then ts),
+    down-sampled for plotting (``row_counts["paths_equity.parquet"]`` has the rows on file); empty for
+    walk-forward runs.
     """
 
     uri: str
@@ -144,6 +159,7 @@ class RunData:
     selection_counts: pl.DataFrame
     row_counts: Mapping[str, int] = field(default_factory=dict)
     missing: tuple[str, ...] = field(default_factory=tuple)
+    path_equity: pl.DataFrame = field(default_factory=lambda: _empty(PATHS_EQUITY))
 
 
 def finite_or_none(value: Any) -> float | None:
@@ -363,7 +379,38 @@ def _read_summary(fs: pafs.FileSystem, base: str, uri: str) -> dict[str, Any]:
     for sym, metrics in (summary.get("per_symbol") or {}).items():
         if not isinstance(metrics, dict):
             raise DataError(f"{where}: per_symbol[{sym!r}] must be an object of metrics")
+    per_path = (summary.get("paths") or {}).get("per_path") or []
+    if not isinstance(per_path, list) or not all(isinstance(e, dict) and "path" in e for e in per_path):
+        raise DataError(f"{where}: paths.per_path must be a list of objects with a 'path' key")
     return summary
+
+
+def _path_equity(fs: pafs.FileSystem, base: str, uri: str) -> tuple[pl.DataFrame, int]:
+    """CPCV path curves down-sampled for plotting (see the module docstring), and the rows on file."""
+    from trader.report.figures import decimate_indices  # figures imports this module
+
+    where = _where(uri, PATHS_EQUITY)
+    pf = _parquet_file(fs, f"{base}/{PATHS_EQUITY}", where)
+    _check_footer(pf, PATHS_EQUITY, where)
+    n_rows = pf.metadata.num_rows
+    columns = list(TABLE_SCHEMAS[PATHS_EQUITY])
+    try:
+        ids = pc.unique(pf.read(columns=["path"]).column("path")).to_pylist()
+        paths = sorted(int(p) for p in ids if p is not None)
+        budget = max(500, PATH_PLOT_POINTS // max(1, len(paths)))
+        parts = [_empty(PATHS_EQUITY)]
+        for p in paths:  # one path in memory at a time; the filter skips other paths' row groups
+            table = pq.read_table(
+                f"{base}/{PATHS_EQUITY}", filesystem=fs, columns=columns, filters=[("path", "=", p)]
+            )
+            frame = pl.from_arrow(table)
+            assert isinstance(frame, pl.DataFrame)
+            frame = _conform(frame, PATHS_EQUITY, where).sort("ts")
+            keep = decimate_indices([frame["equity"].fill_null(float("nan")).to_numpy()], max_points=budget)
+            parts.append(frame[keep].select(columns))
+    except (OSError, pa.ArrowException) as exc:
+        raise DataError(f"{where}: not a readable Parquet file ({exc})") from exc
+    return pl.concat(parts), n_rows
 
 
 def load_run(run_dir: str) -> RunData:
@@ -404,6 +451,9 @@ def load_run(run_dir: str) -> RunData:
         row_counts[name] = pf.metadata.num_rows
         if name == "selection.parquet":
             selection = _selection_counts(pf, where)
+    path_equity = _empty(PATHS_EQUITY)
+    if _exists(fs, f"{base}/{PATHS_EQUITY}", _where(uri, PATHS_EQUITY)):
+        path_equity, row_counts[PATHS_EQUITY] = _path_equity(fs, base, uri)
     return RunData(
         uri=uri,
         summary=summary,
@@ -414,4 +464,5 @@ def load_run(run_dir: str) -> RunData:
         selection_counts=selection,
         row_counts=row_counts,
         missing=tuple(missing),
+        path_equity=path_equity,
     )
