@@ -86,6 +86,7 @@ __all__ = [
 Interval = Literal["1m", "5m", "1h", "1d"]
 Symbol = Annotated[str, Field(min_length=1)]
 PAPER_PORTS = (7497, 4002)  # TWS paper, IB Gateway paper
+LIVE_PORTS = (7496, 4001)  # TWS live, IB Gateway live
 SECRET_MASK = "**********"
 ENV_PREFIX = "TRADER_"
 
@@ -461,7 +462,7 @@ class RaySettings(BaseModel):
 
 
 class IbkrSettings(BaseModel):
-    """Interactive Brokers connection."""
+    """Interactive Brokers connection and the execution actor that owns it."""
 
     model_config = _MODEL_CONFIG
 
@@ -474,16 +475,45 @@ class IbkrSettings(BaseModel):
     client_library: Literal["ib_insync", "ib_async"] = Field(
         "ib_insync", description="Python client library."
     )
-    paper_only: bool = Field(True, description="Refuse any port other than a paper port.")
+    paper_only: bool = Field(
+        True, description="Refuse live ports (7496, 4001) and accounts not starting with DU."
+    )
+    journal: str | None = Field(
+        None, description="Order journal (SQLite file); null = orders.sqlite in the session directory."
+    )
+    pacing_per_second: float = Field(
+        40.0, gt=0, le=50, description="Most messages per second sent to the gateway (its limit is 50)."
+    )
+    connect_timeout_seconds: float = Field(10.0, gt=0, description="Seconds to wait for a connection.")
+    reconnect_initial_seconds: float = Field(0.5, gt=0, description="First reconnection delay, seconds.")
+    reconnect_max_seconds: float = Field(30.0, gt=0, description="Longest reconnection delay, seconds.")
+    heartbeat_seconds: float = Field(
+        10.0, gt=0, description="Seconds between heartbeats (a current-time request) to the gateway."
+    )
+    approval_max_age_seconds: float = Field(
+        120.0, gt=0, description="Oldest risk approval the execution actor accepts, seconds."
+    )
+    approval_secret: SecretStr | None = Field(
+        None,
+        description="HMAC key shared by the risk and execution actors (secret); null = a random key per "
+        "cluster session.",
+    )
 
     @model_validator(mode="after")
     def _paper_port(self) -> IbkrSettings:
-        if self.paper_only and self.port not in PAPER_PORTS:
+        if self.paper_only and self.port in LIVE_PORTS:
             raise _invalid(
                 "port",
-                "port {port} is not a paper port (7497 or 4002) while ibkr.paper_only is true; "
-                "set ibkr.paper_only=false to use a live port",
+                "port {port} is a live trading port (7496 TWS, 4001 Gateway) while ibkr.paper_only is true; "
+                "use a paper port (7497 or 4002) or set ibkr.paper_only=false to trade live",
                 port=self.port,
+            )
+        if self.reconnect_initial_seconds > self.reconnect_max_seconds:
+            raise _invalid(
+                "reconnect_initial_seconds",
+                "reconnect_initial_seconds ({a}) exceeds reconnect_max_seconds ({b})",
+                a=self.reconnect_initial_seconds,
+                b=self.reconnect_max_seconds,
             )
         return self
 
@@ -1164,6 +1194,7 @@ def _reject_masked_secrets(settings: Settings) -> None:
     for loc, secret in (
         (("sweep", "storage_url"), settings.sweep.storage_url),
         (("session", "webhook_url"), settings.session.webhook_url),
+        (("ibkr", "approval_secret"), settings.ibkr.approval_secret),
     ):
         if secret is not None and secret.get_secret_value() == SECRET_MASK:
             env_name = ENV_PREFIX + "__".join(str(p).upper() for p in loc)

@@ -349,6 +349,9 @@ def test_paper_only_refuses_live_ports() -> None:
     assert "ibkr.paper_only=false" in message
     assert load_settings([], ["ibkr.port=7497"], env={}).ibkr.port == 7497
     assert load_settings([], ["ibkr.port=7496", "ibkr.paper_only=false"], env={}).ibkr.port == 7496
+    assert "live trading port" in _error([], ["ibkr.port=4001"])
+    # Other ports (a simulated gateway, a forwarded paper gateway) pass; the account check guards them.
+    assert load_settings([], ["ibkr.port=14002"], env={}).ibkr.port == 14002
 
 
 @pytest.mark.parametrize("fast", [30, 20])

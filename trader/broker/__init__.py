@@ -26,6 +26,7 @@ from trader.broker.errors import (
     NotConnectedError,
     OrderNotOpenError,
     OrderValidationError,
+    PaperOnlyError,
     UnknownIntentError,
 )
 from trader.broker.journal import IntentState, JournalEvent, OrderJournal
@@ -66,6 +67,7 @@ __all__ = [
     "OrderStatus",
     "OrderType",
     "OrderValidationError",
+    "PaperOnlyError",
     "Side",
     "TimeInForce",
     "UnknownIntentError",

@@ -124,3 +124,7 @@ class DuplicateIntentError(BrokerError):
 
 class OrderNotOpenError(BrokerError):
     """A cancel for an intent whose order is not open (never sent, already filled or cancelled)."""
+
+
+class PaperOnlyError(BrokerError):
+    """A live account or live port while ``ibkr.paper_only`` is true: the execution side refuses to trade."""

@@ -609,6 +609,15 @@ class OrderJournal:
             args += wanted
         return [self._event(r) for r in self._rows(sql + " ORDER BY seq", args)]
 
+    def last_seq(self) -> int:
+        """The seq of the newest event (0 for an empty journal)."""
+        return int(self._rows("SELECT COALESCE(MAX(seq), 0) FROM events")[0][0])
+
+    def has_intent(self, intent_id: str) -> bool:
+        """Is this intent recorded?"""
+        sql = "SELECT 1 FROM events WHERE intent_id = ? AND kind = 'intent' LIMIT 1"
+        return bool(self._rows(sql, (intent_id,)))
+
     def intents(self) -> list[OrderIntent]:
         """Every recorded intent, in the order recorded."""
         rows = self._rows("SELECT payload FROM events WHERE kind = 'intent' ORDER BY seq")
