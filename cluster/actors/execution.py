@@ -12,6 +12,8 @@ reconnection with reconciliation, paper-only refusals, pacing, health) and adds 
 * **Subscribers.** ``subscribe(handle, method)`` calls ``handle.<method>.remote(event)`` for every journal
   event (intent, approval, rejection, submission, status, fill, commission, error, reconcile) from then on;
   ``events(after_seq, timeout)`` is a long poll over the same journal for callers that are not actors.
+  Pushes are fire-and-forget and an async subscriber may run them out of order: order by ``seq``, and fill
+  a gap in ``seq`` (a subscriber restarted, a push lost) from ``events(after_seq)``.
 
 Example::
 
@@ -57,7 +59,7 @@ class ExecutionActor:
         """Wait until orders are accepted (connected, reconciled); returns :meth:`status`."""
         engine = await self._ready()
         await engine.wait_ready(timeout)
-        return engine.status()
+        return await self.status()
 
     async def submit(self, intent: OrderIntent | dict[str, Any], approval: Approval | dict[str, Any]) -> dict:
         """Send ``intent`` if ``approval`` (risk's signed answer) checks out; returns the intent's state with

@@ -219,3 +219,22 @@ def test_disconnected_gateway_is_reported_unhealthy(tmp_path: Path) -> None:
 
     status = _run(main())
     assert not status["healthy"] and not status["connected"] and status["last_error"]
+
+
+def test_the_engine_runs_on_ib_async_too(tmp_path: Path) -> None:
+    with run_gateway(GatewayConfig(symbols=("SPY",), account="DU7654321", server_version=178)) as gw:
+        gw.set_price("SPY", 400.0, volume=1e9)
+
+        async def main() -> tuple[dict[str, Any], dict[str, Any]]:
+            engine = await _engine(tmp_path, gw.port, client_library="ib_async")
+            intent = _intent(9)
+            await engine.submit(intent, _approve(intent))
+            state = await engine.wait_for(intent.intent_id, 10, filled=True)
+            status = engine.status()
+            await engine.close()
+            return state, status
+
+        state, status = _run(main())
+        assert status["server_version"] == 178
+        assert state["filled"] == 10 and state["commission"] == pytest.approx(1.0)
+        assert gw.orders_received() == {"test-SPY-9": 1}

@@ -188,6 +188,9 @@ class ExecutionEngine:
         without a connection (the supervisor keeps trying).
         """
         self._check_port()
+        # ib_insync looks its loop up through the policy (util.getLoop), which knows only the main thread's:
+        # in a Ray actor's loop thread it finds none. Register the running loop for this thread.
+        asyncio.set_event_loop(asyncio.get_running_loop())
         if not self._started:
             self._started = True
             self._supervisor = asyncio.create_task(self._supervise(), name=f"{self.name}-supervisor")
@@ -218,6 +221,8 @@ class ExecutionEngine:
             if task is not None:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+        # Events the disconnect itself raises are not journaled: the owner may close the journal next.
+        self.adapter.remove_listener(self._on_broker_event)
         self.adapter.disconnect()
         await self._notify()
 
@@ -352,6 +357,8 @@ class ExecutionEngine:
             self._wake.set()
 
     def _schedule_notify(self) -> None:
+        if self._closed:
+            return
         with contextlib.suppress(RuntimeError):  # no running loop (closing): nothing waits
             asyncio.get_running_loop().create_task(self._notify())
 
