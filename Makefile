@@ -54,6 +54,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/engine.py
 	$(BIN)/python bench/bandit.py
 	$(BIN)/python bench/walkforward.py --interval 1d --symbols 500 --cpus 1,2
+	$(BIN)/python bench/execution.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis .numba_cache

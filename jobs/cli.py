@@ -42,12 +42,14 @@ def config_show(settings: Any) -> None:
 def _register() -> None:
     from jobs.backtest import backtest
     from jobs.data import data
+    from jobs.ibkr import ibkr
     from jobs.ibsim import ibsim
     from jobs.report import report
     from jobs.submit import submit
 
     cli.add_command(data)
     cli.add_command(ibsim)
+    cli.add_command(ibkr)
     cli.add_command(backtest)
     cli.add_command(report)
     cli.add_command(submit)

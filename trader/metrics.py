@@ -530,10 +530,19 @@ def _central_moments(returns: ArrayLike) -> tuple[float, float, float, int]:
     if r.size < 2:
         return NAN, NAN, NAN, int(r.size)
     dev = r - r.mean()
-    m2 = float(np.mean(dev**2))
+    sq = dev * dev  # products, not dev**3 / dev**4: numpy's pow is ~10x slower on long minute series
+    m2 = float(np.mean(sq))
     if m2 <= (_CONSTANT_RTOL * abs(float(r.mean()))) ** 2:
         return 0.0, 0.0, 0.0, int(r.size)
-    return m2, float(np.mean(dev**3)), float(np.mean(dev**4)), int(r.size)
+    return m2, float(np.mean(sq * dev)), float(np.mean(sq * sq)), int(r.size)
+
+
+def _skew_kurt(returns: ArrayLike) -> tuple[float, float]:
+    """(:func:`sample_skewness`, :func:`sample_kurtosis`) from one pass of central moments."""
+    m2, m3, m4, _ = _central_moments(returns)
+    if not m2 > 0:
+        return NAN, NAN
+    return m3 / m2**1.5, m4 / m2**2
 
 
 def sample_skewness(returns: ArrayLike) -> float:
@@ -1070,7 +1079,7 @@ def summarize(
     r = raw[~np.isnan(raw)]
     # PSR wants the per-period Sharpe ratio; the annualised one is it times sqrt(ppy).
     sr_period = float(sharpe(r, periods_per_year=ppy, risk_free=risk_free)) / math.sqrt(ppy)
-    skew, kurt = sample_skewness(r), sample_kurtosis(r)
+    skew, kurt = _skew_kurt(r)
     out: dict[str, float] = {
         "n_periods": float(r.size),
         "periods_per_year": ppy,

@@ -65,7 +65,7 @@ class ExecutionActor:
         """Send ``intent`` if ``approval`` (risk's signed answer) checks out; returns the intent's state with
         ``accepted``, ``reason`` and ``duplicate``. Waits up to READY_WAIT_SECONDS for a first connection."""
         engine = await self._ready()
-        if not engine.status()["accepting"] and engine.status()["fatal"] is None:
+        if not engine.accepting and engine.fatal is None:
             # Not ready in time: submit answers "not accepting" with the reason.
             with contextlib.suppress(Exception):
                 await engine.wait_ready(READY_WAIT_SECONDS)

@@ -176,7 +176,20 @@ class ExecutionEngine:
         self.connects = 0
         self.reconciliations = 0
         self.last_reconcile: dict[str, Any] | None = None
+        # Intents not done yet, with their derived state: status() and the event path touch only these,
+        # never every intent ever journaled.
+        self._open: dict[str, IntentState] = {s.intent_id: s for s in journal.open_intents()}
         self.adapter.add_listener(self._on_broker_event)
+
+    @property
+    def accepting(self) -> bool:
+        """True while orders are accepted (connected, reconciled, IBKR link up). Cheap: no journal read."""
+        return self._accepting
+
+    @property
+    def fatal(self) -> BrokerError | None:
+        """The refusal that stopped the engine for good (a PaperOnlyError), else None."""
+        return self._fatal
 
     # -- life cycle ----------------------------------------------------------------------------------------
 
@@ -323,10 +336,15 @@ class ExecutionEngine:
                     event.remaining, event.avg_price,
                 )  # fmt: skip
             elif isinstance(event, FillEvent):
-                self.journal.record_fill(event.fill)
+                if self._ours(event.fill.intent_id):
+                    self.journal.record_fill(event.fill)
             elif isinstance(event, CommissionEvent):
-                self.journal.record_fill(event.fill)  # a no-op when its execDetails was recorded
-                self.journal.record_commission(event.exec_id, event.commission, event.currency)
+                # Other clients' executions, and the reports the library replays for past executions on
+                # every connect, are not this journal's business (or already in it).
+                if self._ours(event.fill.intent_id):
+                    new = self.journal.record_fill(event.fill)  # False when its execDetails was recorded
+                    if new or self._commission_changed(event.fill.intent_id, event.exec_id, event.commission):
+                        self.journal.record_commission(event.exec_id, event.commission, event.currency)
             elif isinstance(event, ErrorEvent):
                 if event.intent_id is not None:
                     self.journal.record_error(event.intent_id, event.code, event.message, event.order_id)
@@ -338,6 +356,13 @@ class ExecutionEngine:
             log.exception("%s: could not journal %r", self.name, event)
             self.last_error = f"journal write failed for {type(event).__name__}"
         self._schedule_notify()
+
+    def _ours(self, intent_id: str | None) -> bool:
+        return intent_id is not None and (intent_id in self._open or self.journal.has_intent(intent_id))
+
+    def _commission_changed(self, intent_id: str | None, exec_id: str, commission: float) -> bool:
+        known = {f.exec_id: f.commission for f in self.journal.fills(intent_id)}
+        return known.get(exec_id) != commission
 
     def _on_connection(self, event: ConnectionEvent) -> None:
         if event.state is ConnectionState.DISCONNECTED:
@@ -368,6 +393,13 @@ class ExecutionEngine:
         if seq > self._last_seq:
             new = self.journal.events(after_seq=self._last_seq)
         self._last_seq = max(self._last_seq, seq)
+        for intent_id in {e.intent_id for e in new if e.intent_id is not None}:
+            if intent_id in self._open or any(e.kind == "intent" and e.intent_id == intent_id for e in new):
+                state = self.journal.state(intent_id)
+                if state.done:
+                    self._open.pop(intent_id, None)
+                else:
+                    self._open[intent_id] = state
         for event in new:
             for callback in list(self._subscribers):
                 try:
@@ -426,9 +458,11 @@ class ExecutionEngine:
                 continue
             if self.journal.record_fill(fill):
                 new_fills += 1
-            if fill.commission is not None:
+            changed = self._commission_changed(fill.intent_id, fill.exec_id, fill.commission or 0.0)
+            if fill.commission is not None and changed:
                 self.journal.record_commission(fill.exec_id, fill.commission, "USD")
-        unsent = [s.intent_id for s in self.journal.open_intents() if s.approved and not s.submitted]
+        self._open = {s.intent_id: s for s in self.journal.open_intents()}
+        unsent = [s.intent_id for s in self._open.values() if s.approved and not s.submitted]
         summary = {
             "reason": reason,
             "open_orders": len(open_orders),
@@ -608,7 +642,7 @@ class ExecutionEngine:
         stale = float(self.ibkr.heartbeat_seconds) * 3
         fresh = self.last_heartbeat is not None and (now - self.last_heartbeat).total_seconds() <= stale
         connected = self.adapter.connected
-        states = self.journal.open_intents()
+        states = list(self._open.values())
         return {
             "name": self.name,
             "connected": connected,

@@ -320,6 +320,11 @@ class OrderJournal:
                     self._conn.execute("ROLLBACK")
                     raise
                 self._check_meta()
+                # Commission lookups by exec id; journals made before this index get it when opened.
+                self._conn.execute(
+                    "CREATE INDEX IF NOT EXISTS events_commission_exec ON events "
+                    "(json_extract(payload, '$.exec_id')) WHERE kind = 'commission'"
+                )
             except sqlite3.OperationalError as exc:
                 raise self._operational(exc) from None
             except sqlite3.DatabaseError as exc:
