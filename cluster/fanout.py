@@ -32,7 +32,14 @@ import polars as pl
 from trader.errors import ConfigError, DataError, StoreError
 from trader.rundir import RunDir
 
-__all__ = ["WalkForwardRequest", "batch_symbols", "plan_tasks", "run_walkforward"]
+__all__ = [
+    "WalkForwardRequest",
+    "batch_symbols",
+    "fold_window",
+    "plan_tasks",
+    "resolve_span",
+    "run_walkforward",
+]
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +162,48 @@ def _fold_task(
     return statuses
 
 
+def resolve_span(
+    store: Any,
+    requested: Sequence[str],
+    interval: str,
+    start: dt.date | None,
+    end: dt.date | None,
+    calendar: Any,
+    *,
+    what: str,
+) -> tuple[list[str], dt.date, dt.date, Any]:
+    """(sorted symbols, first date, last date, sessions) of a run over ``requested`` symbols; the dates
+    default to the stored bars' span. Raises ConfigError for no symbols or symbols missing from the store."""
+    known = set(store.symbols(interval))
+    symbols = sorted(set(requested))
+    missing = [s for s in symbols if s not in known]
+    if not symbols:
+        raise ConfigError(f"{what}: no symbols given")
+    if missing:
+        raise ConfigError(
+            f"{what}: no {interval} bars in store {store.uri} for {', '.join(missing)}; "
+            f"ingest them or check --symbols (`trader data ls --store {store.uri}`)"
+        )
+    listing = store.list_bars().filter(pl.col("interval") == interval, pl.col("symbol").is_in(symbols))
+    first = start or listing["first_ts"].min().date()
+    last = end or listing["last_ts"].max().date()
+    return symbols, first, last, calendar.sessions(first, last)
+
+
+def fold_window(
+    group: Sequence[Any], session_arr: np.ndarray, warm_sessions: int
+) -> tuple[dt.datetime, dt.datetime]:
+    """[start, end) UTC of the bars a group of folds reads: ``warm_sessions`` sessions before its first
+    session through its last session."""
+    first = min(f.first_session for f in group)
+    i0 = int(np.searchsorted(session_arr, np.datetime64(first, "D")))
+    warm_start = session_arr[max(0, i0 - warm_sessions)].astype(dt.date)
+    return (
+        dt.datetime.combine(warm_start, dt.time(), dt.UTC),
+        dt.datetime.combine(max(f.last_session for f in group) + dt.timedelta(days=1), dt.time(), dt.UTC),
+    )
+
+
 def run_walkforward(
     request: WalkForwardRequest, settings: Any, *, resume: bool = False, progress: bool = True
 ) -> dict[str, Any]:
@@ -181,20 +230,9 @@ def run_walkforward(
     run = RunDir(request.run_dir)
     calendar = get_calendar(settings.data.exchange)
 
-    known = set(store.symbols(interval))
-    symbols = sorted(set(request.symbols))
-    missing = [s for s in symbols if s not in known]
-    if not symbols:
-        raise ConfigError("walk-forward: no symbols given")
-    if missing:
-        raise ConfigError(
-            f"walk-forward: no {interval} bars in store {store.uri} for {', '.join(missing)}; "
-            f"ingest them or check --symbols (`trader data ls --store {store.uri}`)"
-        )
-    listing = store.list_bars().filter(pl.col("interval") == interval, pl.col("symbol").is_in(symbols))
-    first = request.start or listing["first_ts"].min().date()
-    last = request.end or listing["last_ts"].max().date()
-    sessions = calendar.sessions(first, last)
+    symbols, first, last, sessions = resolve_span(
+        store, request.symbols, interval, request.start, request.end, calendar, what="walk-forward"
+    )
     plan = plan_from_settings(sessions, wf)
     candidates = candidate_grid(
         settings,
@@ -258,15 +296,7 @@ def run_walkforward(
         n_keys = 0
         for g in range(0, plan.n_folds, per_group):
             group = list(plan.folds[g : g + per_group])
-            first = min(f.first_session for f in group)
-            i0 = int(np.searchsorted(session_arr, np.datetime64(first, "D")))
-            warm_start = session_arr[max(0, i0 - warm_sessions)].astype(dt.date)
-            window = (
-                dt.datetime.combine(warm_start, dt.time(), dt.UTC),
-                dt.datetime.combine(
-                    max(f.last_session for f in group) + dt.timedelta(days=1), dt.time(), dt.UTC
-                ),
-            )
+            window = fold_window(group, session_arr, warm_sessions)
             for b, batch in enumerate(batches):
                 keys = [f"f{f.fold:04d}-b{b:03d}" for f in group]
                 n_keys += len(keys)

@@ -46,6 +46,7 @@ def _register() -> None:
     from jobs.ibsim import ibsim
     from jobs.report import report
     from jobs.submit import submit
+    from jobs.sweep import sweep
 
     cli.add_command(data)
     cli.add_command(ibsim)
@@ -53,6 +54,7 @@ def _register() -> None:
     cli.add_command(backtest)
     cli.add_command(report)
     cli.add_command(submit)
+    cli.add_command(sweep)
 
 
 _register()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -58,3 +58,40 @@ def s3_bucket(s3_env: str) -> str:
     name = f"test-{uuid.uuid4().hex[:12]}"
     boto3.client("s3").create_bucket(Bucket=name)
     return name
+
+
+def _parent(pid: int) -> int:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0
+    return int(stat.rsplit(")", 1)[1].split()[1])  # the field after the state letter
+
+
+def descendant_task_pids(task_name: str) -> list[int]:
+    """Ray workers now running task ``task_name`` in *this* test's cluster: descendants of this process,
+    never another cluster's workers on the same machine."""
+    me = os.getpid()
+    prefix = f"ray::{task_name}".encode()
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if not cmdline.startswith(prefix):
+            continue
+        pid = ancestor = int(entry.name)
+        while ancestor > 1 and ancestor != me:
+            ancestor = _parent(ancestor)
+        if ancestor == me:
+            pids.append(pid)
+    return pids
+
+
+@pytest.fixture()
+def task_pids() -> Callable[[str], list[int]]:
+    """``task_pids("_fold_task")``: see :func:`descendant_task_pids`."""
+    return descendant_task_pids

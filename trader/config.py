@@ -72,6 +72,7 @@ __all__ = [
     "SessionSettings",
     "Settings",
     "StrategySpec",
+    "SweepParam",
     "SweepSettings",
     "SynthSettings",
     "TickerSpec",
@@ -79,6 +80,7 @@ __all__ = [
     "available_profiles",
     "load_settings",
     "render_settings",
+    "with_overrides",
 ]
 
 # Kept in step with trader.data.schema.INTERVALS (a test checks); not imported so that loading settings
@@ -401,19 +403,70 @@ class BanditSettings(BaseModel):
         return value
 
 
+class SweepParam(BaseModel):
+    """The range of one swept setting. Give ``low``/``high`` (with ``step`` or ``log``) or ``choices``."""
+
+    model_config = _MODEL_CONFIG
+
+    type: Literal["int", "float", "categorical"] | None = Field(
+        None, description="int, float or categorical; null = int when low and high are integers."
+    )
+    low: float | None = Field(None, description="Lowest value (inclusive).")
+    high: float | None = Field(None, description="Highest value (inclusive).")
+    step: float | None = Field(None, gt=0, description="Grid step; null = continuous (floats) or 1 (ints).")
+    log: bool = Field(False, description="Sample on a log scale (low must be > 0).")
+    choices: list[Any] | None = Field(None, min_length=1, description="Values of a categorical parameter.")
+
+    @model_validator(mode="after")
+    def _range_or_choices(self) -> SweepParam:
+        if self.choices is not None:
+            if self.low is not None or self.high is not None:
+                raise _invalid("choices", "give either choices or low/high, not both")
+            return self
+        if self.low is None or self.high is None:
+            raise _invalid("low", "a swept parameter needs low and high (or choices)")
+        if self.low > self.high:
+            raise _invalid("low", "low ({low}) is above high ({high})", low=self.low, high=self.high)
+        if self.log and self.low <= 0:
+            raise _invalid("log", "a log-scale range needs low > 0 (got {low})", low=self.low)
+        if self.log and self.step is not None:
+            raise _invalid("step", "a log-scale range cannot have a step")
+        return self
+
+
+SweepObjective = Literal["score", "sharpe", "cagr", "total_return", "sortino", "max_drawdown"]
+
+
 class SweepSettings(BaseModel):
     """Optuna parameter sweep."""
 
     model_config = _MODEL_CONFIG
 
     study_name: str = Field("trader-sweep", min_length=1, description="Optuna study name.")
-    n_trials: int = Field(100, gt=0, description="Trials to run.")
+    n_trials: int = Field(100, gt=0, description="Trials to run (complete and pruned; failed ones re-run).")
     timeout_s: float | None = Field(None, gt=0, description="Wall-clock limit, seconds; null = none.")
     sampler: Literal["tpe", "random", "grid", "cmaes"] = Field("tpe", description="Optuna sampler.")
     pruner: Literal["median", "successive_halving", "none"] = Field("median", description="Optuna pruner.")
+    pruner_startup_trials: int = Field(5, ge=0, description="Trials completed before any trial is pruned.")
+    pruner_warmup_folds: int = Field(1, ge=0, description="Folds a trial runs before it may be pruned.")
     concurrency: int = Field(4, gt=0, description="Trials run at once.")
+    seed: int | None = Field(None, description="Sampler seed; null = engine.rng_seed.")
+    objectives: list[SweepObjective] = Field(
+        default_factory=lambda: ["score"],
+        min_length=1,
+        max_length=2,
+        description="score (the OOS composite score) alone, or a pair such as [sharpe, max_drawdown] "
+        "(Pareto front); max_drawdown is minimised, the others maximised.",
+    )
+    space: dict[str, SweepParam] = Field(
+        default_factory=dict,
+        description="Swept settings by dotted key (e.g. composer.lookback, "
+        "composer.strategies[0].params.fast); empty = every composer strategy's declared parameters.",
+    )
     storage_url: SecretStr | None = Field(
-        None, description="Optuna storage URL (may embed a DB password); null = in memory."
+        None,
+        description="Optuna RDB URL for a study shared by several drivers (may embed a password); "
+        "null = a journal file in the run directory.",
     )
     pbo_blocks: int = Field(16, ge=2, description="Blocks for PBO's combinatorially symmetric CV; even.")
 
@@ -423,6 +476,13 @@ class SweepSettings(BaseModel):
         # CSCV splits the blocks into two equal halves.
         if value % 2:
             raise PydanticCustomError("trader_invalid", "must be even (CSCV splits blocks in halves)")
+        return value
+
+    @field_validator("objectives")
+    @classmethod
+    def _distinct(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise PydanticCustomError("trader_invalid", "objectives must be distinct")
         return value
 
 
@@ -1250,6 +1310,45 @@ def load_settings(
         raise _validation_error(exc, layers) from None
     _reject_masked_secrets(settings)
     return settings
+
+
+def with_overrides(settings: Settings, overrides: Mapping[str, Any], *, source: str = "override") -> Settings:
+    """A validated copy of ``settings`` with dotted ``key.path`` values replaced (a sweep trial's settings).
+
+    Keys are as for ``--set`` (``composer.strategies[0].params.fast``); values are Python values, not YAML
+    text. Raises ConfigError naming ``source`` and the key, as :func:`load_settings` does.
+
+    >>> s = load_settings([], env={})
+    >>> with_overrides(s, {"risk.max_drawdown": 0.15}).risk.max_drawdown
+    0.15
+    """
+    layers = _Layers()
+    layers.merge(_plain(settings), "settings")
+    for key, value in overrides.items():
+        where = f"{source} {key}"
+        layers.set_path(_parse_key_path(key, where), value, where)
+    try:
+        out = Settings.model_validate(layers.data)
+    except ValidationError as exc:
+        raise _validation_error(exc, layers) from None
+    _reject_masked_secrets(out)
+    return out
+
+
+def _plain(settings: Settings) -> dict[str, Any]:
+    """The settings as plain Python data with the real secret values (not the mask)."""
+    data = settings.model_dump(mode="python")
+
+    def unwrap(value: Any) -> Any:
+        if isinstance(value, SecretStr):
+            return value.get_secret_value()
+        if isinstance(value, dict):
+            return {k: unwrap(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [unwrap(v) for v in value]
+        return value
+
+    return unwrap(data)
 
 
 class _Dumper(yaml.SafeDumper):

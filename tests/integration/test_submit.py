@@ -474,6 +474,26 @@ def test_walkforward_job_runs_its_folds_on_the_cluster(
 
 @pytest.mark.integration
 @pytest.mark.slow
+def test_sweep_job_runs_its_trials_on_the_cluster(ray_head: RayHead, store: Path, tmp_path: Path) -> None:
+    out = tmp_path / "sweep"
+    env = _clean_env(RAY_ADDRESS=ray_head.dashboard)
+    sets = ["walkforward.train_len=126", "walkforward.test_len=63", "walkforward.stride=63",
+            "walkforward.purge=2", "walkforward.grid_size=1", "sweep.concurrency=1",
+            "sweep.space={composer.lookback: {low: 10, high: 50, step: 20}}"]  # fmt: skip
+    args = ["--config", "configs/base.yaml", "--config", "configs/demo.yaml"]
+    args += ["--symbols", "SYN000", "--store", str(store), "--out", str(out), "--trials", "2"]
+    args += [x for item in sets for x in ("--set", item)] + ["--no-progress"]
+    result = trader("submit", "sweep", *args, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 complete, 0 pruned, 0 failed" in result.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["counts"]["complete"] == 2 and summary["cpus"] == 1  # the submitted-to cluster's CPU
+    for name in ("trials.parquet", "best.yaml", "sweep.html", "study.journal"):
+        assert (out / name).is_file(), name
+
+
+@pytest.mark.integration
+@pytest.mark.slow
 def test_failing_job_streams_its_error_and_exits_1(ray_head: RayHead, store: Path, tmp_path: Path) -> None:
     args = ["--no-walkforward", "--symbols", "NOPE", "--strategy", "sma_cross", "--store", str(store)]
     result = trader(

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import polars as pl
@@ -124,37 +125,9 @@ def test_walkforward_reads_and_writes_s3(s3_bucket: str, tmp_path: Path) -> None
     assert not any(Path(tmp_path).iterdir()), "an S3 run must not write locally"
 
 
-def _parent(pid: int) -> int:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return 0
-    return int(stat.rsplit(")", 1)[1].split()[1])  # the field after the state letter
-
-
-def _fold_task_pids() -> list[int]:
-    """Workers running a fold task in *this* test's cluster: descendants of this process, never another
-    cluster's workers on the same machine."""
-    me = os.getpid()
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if not cmdline.startswith(b"ray::_fold_task"):
-            continue
-        pid = ancestor = int(entry.name)
-        while ancestor > 1 and ancestor != me:
-            ancestor = _parent(ancestor)
-        if ancestor == me:
-            pids.append(pid)
-    return pids
-
-
-def test_a_killed_worker_is_retried_and_every_fold_completes(store_dir: str, tmp_path: Path) -> None:
+def test_a_killed_worker_is_retried_and_every_fold_completes(
+    store_dir: str, tmp_path: Path, task_pids: Callable[[str], list[int]]
+) -> None:
     run_dir = str(tmp_path / "run")
     killed: list[int] = []
     stop = threading.Event()
@@ -163,7 +136,7 @@ def test_a_killed_worker_is_retried_and_every_fold_completes(store_dir: str, tmp
         # Wait for the run to be under way (two tasks done), then kill a worker while it runs a fold task.
         while not stop.is_set() and not killed:
             if _outcomes(run_dir) >= 2:
-                for pid in _fold_task_pids():
+                for pid in task_pids("_fold_task"):
                     os.kill(pid, signal.SIGKILL)
                     killed.append(pid)
                     break
