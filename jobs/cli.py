@@ -44,6 +44,7 @@ def _register() -> None:
     from jobs.data import data
     from jobs.ibkr import ibkr
     from jobs.ibsim import ibsim
+    from jobs.paper import paper
     from jobs.report import report
     from jobs.submit import submit
     from jobs.sweep import sweep
@@ -51,6 +52,7 @@ def _register() -> None:
     cli.add_command(data)
     cli.add_command(ibsim)
     cli.add_command(ibkr)
+    cli.add_command(paper)
     cli.add_command(backtest)
     cli.add_command(report)
     cli.add_command(submit)

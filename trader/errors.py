@@ -63,3 +63,7 @@ class JobStoppedError(TraderError):
     """The submitted job ended STOPPED (Ctrl-C while following it, or someone stopped it)."""
 
     exit_code = 130
+
+
+class LifecycleError(TraderError):
+    """A transition the session state machine does not allow, or a clock that went backwards."""

@@ -1,0 +1,408 @@
+"""The session coordinator: starts and supervises the live cluster, drives the sessions, fans bars out.
+
+For a replay (``trader paper --replay START:END``) it runs a simulated IB gateway (``trader.ibsim``) in its
+own process, so the whole path is exercised: the real ib_insync client in the execution actor, orders, fills
+and commissions over a socket. It then
+
+1. creates the execution actor (journal ``RUN_DIR/orders.sqlite``), the portfolio risk actor and the symbol
+   session actors (``session.symbols_per_actor`` symbols each), all named in the Ray namespace;
+2. warms every symbol with ``session.historical`` trading days of bars before the start (unless the actor
+   restored a checkpoint);
+3. for every trading session from the calendar (holidays skipped, early closes end early), reads the day's
+   bars for all symbols (``session.prefetch_days`` ahead) and, bar by bar: sets the gateway's price to the
+   bar's open and lets the risk actor size, approve and send what the last close decided (the backtest fills
+   at the next bar's open), then sets the close, sends the bar to the symbol actors, which decide, and gives
+   their targets to the risk actor;
+4. at each session's end, checkpoints every actor; at the end of the run (or on ``stop()``) writes
+   ``trades.parquet`` (the backtest's trade columns), ``summary.json`` and the JSON event log
+   ``events.jsonl`` (one line per decision, intent, approval or rejection, fill, risk event, gap, session
+   transition).
+
+Bars stream at ``session.speed_multiplier`` x real time (0 = as fast as possible). Timestamps are bar starts
+(UTC); prices in the account currency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import os
+import secrets
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from trader.rundir import RunDir, json_safe
+
+__all__ = ["SessionCoordinator"]
+
+
+class SessionCoordinator:
+    """See the module docstring. Build with ``ray.remote(SessionCoordinator).options(name=...)``."""
+
+    def __init__(
+        self,
+        settings: Any,
+        run_dir: str,
+        *,
+        symbols: list[str],
+        store: str,
+        interval: str,
+        start: str,
+        end: str,
+        strategy: str | None = None,
+        params: dict[str, Any] | None = None,
+        session_id: str | None = None,
+    ) -> None:
+        self.settings, self.run = settings, RunDir(run_dir)
+        self.symbols, self.store_uri, self.interval = sorted(symbols), store, interval
+        self.start, self.end = dt.date.fromisoformat(start), dt.date.fromisoformat(end)
+        self.strategy, self.params = strategy, params
+        self.session_id = session_id or f"paper-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}"
+        self.namespace = settings.ray.namespace
+        self.state = "created"
+        self.stopping = False
+        self.sessions_done: list[str] = []
+        self.bars_done = 0
+        self.quality: dict[str, dict[str, Any]] = {}
+        self.gateway: Any = None
+        self._gateway_cm: Any = None
+        self._events: list[dict[str, Any]] = []
+        self._journal_dir = tempfile.mkdtemp(prefix="trader-paper-") if self.run.is_s3 else None
+        self.started_at = dt.datetime.now(dt.UTC)
+        self.error: str | None = None
+        self._prev_ts: int | None = None
+
+    # -- set-up --------------------------------------------------------------------------------------------
+
+    def _journal_path(self) -> str:
+        if self._journal_dir is not None:
+            return str(Path(self._journal_dir) / "orders.sqlite")
+        path = Path(self.run.path("orders.sqlite"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return str(path)
+
+    def _start_gateway(self) -> Any:
+        from trader.ibsim import GatewayConfig, run_gateway
+
+        costs, engine = self.settings.costs, self.settings.engine
+        config = GatewayConfig(
+            symbols=tuple(self.symbols),
+            account=self.settings.ibkr.account or "DU0000001",
+            initial_cash=float(engine.initial_cash),
+            commission_per_share=float(costs.commission_per_share),
+            min_commission=float(costs.min_commission),
+            max_volume_share=None,
+            allow_fractional=bool(engine.fractional_shares),
+        )
+        self._gateway_cm = run_gateway(config)
+        return self._gateway_cm.__enter__()
+
+    def _actors(self) -> tuple[Any, Any, list[tuple[Any, list[str]]]]:
+        import ray
+
+        from cluster.actors.execution import execution_actor
+        from cluster.actors.portfolio_risk import PortfolioRiskActor
+        from cluster.actors.symbol_session import SymbolSessionActor
+        from trader.config import with_overrides
+
+        ibkr_overrides = {"ibkr.port": int(self.gateway.port), "ibkr.host": "127.0.0.1"}
+        settings = with_overrides(self.settings, ibkr_overrides)
+        secret = (
+            self.settings.ibkr.approval_secret.get_secret_value()
+            if self.settings.ibkr.approval_secret is not None
+            else secrets.token_hex(32)
+        )
+        execution = execution_actor(
+            settings, journal=self._journal_path(), secret=secret, name="execution", namespace=self.namespace
+        )
+        risk = (
+            ray.remote(PortfolioRiskActor)
+            .options(
+                name="risk",
+                namespace=self.namespace,
+                get_if_exists=True,
+                max_restarts=3,
+                max_task_retries=3,
+                num_cpus=0,
+            )
+            .remote(
+                settings,
+                self.symbols,
+                secret,
+                self.run.uri,
+                session_id=self.session_id,
+                namespace=self.namespace,
+                interval=self.interval,
+            )
+        )
+        per = int(self.settings.session.symbols_per_actor)
+        shards = [self.symbols[i : i + per] for i in range(0, len(self.symbols), per)]
+        actors = []
+        for k, shard in enumerate(shards):
+            actor = (
+                ray.remote(SymbolSessionActor)
+                .options(
+                    name=f"symbols-{k:03d}",
+                    namespace=self.namespace,
+                    get_if_exists=True,
+                    max_restarts=3,
+                    max_task_retries=3,
+                    num_cpus=0,
+                )
+                .remote(
+                    settings,
+                    shard,
+                    self.run.uri,
+                    store=self.store_uri,
+                    interval=self.interval,
+                    strategy=self.strategy,
+                    params=self.params,
+                )
+            )
+            actors.append((actor, shard))
+        return execution, risk, actors
+
+    # -- the run -------------------------------------------------------------------------------------------
+
+    def _log(self, event: dict[str, Any]) -> None:
+        self._events.append(json_safe(event))
+
+    def _flush(self) -> None:
+        if not self._events:
+            return
+        lines = "".join(json.dumps(e, sort_keys=True, default=str) + "\n" for e in self._events)
+        path = self.run.path("events.jsonl")
+        if self.run.is_s3:
+            old = self.run.read_bytes("events.jsonl") if self.run.exists("events.jsonl") else b""
+            self.run.write_bytes("events.jsonl", old + lines.encode())
+        else:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "a", encoding="utf-8") as fh:
+                fh.write(lines)
+        self._events.clear()
+
+    async def run(self) -> dict[str, Any]:
+        """Run the replay to its end (or until :meth:`stop`); returns the summary."""
+        from trader.calendar import get_calendar
+        from trader.data.store import BarStore
+
+        self.state = "initialising"
+        calendar = get_calendar(self.settings.data.exchange)
+        store = BarStore(self.store_uri)
+        sessions = list(calendar.sessions(self.start, self.end))
+        if not sessions:
+            raise ValueError(f"paper: no trading session between {self.start} and {self.end}")
+        self.gateway = self._start_gateway()
+        execution, risk, actors = self._actors()
+        try:
+            await execution.wait_ready.remote(30.0)
+            history_days = int(self.settings.session.historical)
+            first = sessions[0]
+            warm_from = calendar.previous_trading_date(first)
+            for _ in range(max(0, history_days - 1)):
+                warm_from = calendar.previous_trading_date(warm_from)
+            history = store.read_bars(
+                self.symbols, self.interval, dt.datetime.combine(warm_from, dt.time(), dt.UTC),
+                dt.datetime.combine(first, dt.time(), dt.UTC),
+            ) if history_days > 0 else None  # fmt: skip
+            for actor, shard in actors:
+                frames = {
+                    s: (history.filter(pl.col("symbol") == s) if history is not None else None) for s in shard
+                }
+                await actor.warm.remote(frames)
+            self.state = "ready"
+            t = 0
+            for day_index, day in enumerate(sessions):
+                if self.stopping:
+                    break
+                t = await self._run_session(day, day_index, t, calendar, store, risk, actors)
+                for actor, _ in actors:
+                    await actor.end_session.remote()
+                await risk.checkpoint.remote()
+                self.sessions_done.append(str(day))
+                self._log({"kind": "session", "transition": "closed", "date": str(day)})
+                self._flush()
+            self.state = "stopped" if self.stopping else "finished"
+            return await self._finish(execution, risk, actors)
+        except Exception as exc:
+            self.error = f"{type(exc).__name__}: {exc}"
+            self.state = "failed"
+            self._flush()
+            raise
+        finally:
+            if self._gateway_cm is not None:
+                self._gateway_cm.__exit__(None, None, None)
+
+    async def _run_session(
+        self, day: dt.date, day_index: int, t: int, calendar: Any, store: Any, risk: Any, actors: list
+    ) -> int:
+        opened, closed = calendar.open_close(day)
+        start = dt.datetime.combine(day, dt.time(), dt.UTC)
+        bars = store.read_bars(self.symbols, self.interval, start, start + dt.timedelta(days=1))
+        self.state = "active"
+        self._log(
+            {"kind": "session", "transition": "open", "date": str(day), "open": opened, "close": closed}
+        )
+        expected = max(1, round((closed - opened).total_seconds() / 60)) if self.interval == "1m" else 1
+        counts = bars.group_by("symbol").len()
+        for symbol in self.symbols:
+            got = counts.filter(pl.col("symbol") == symbol)["len"]
+            n = int(got[0]) if got.len() else 0
+            self.quality.setdefault(symbol, {"bars": 0, "expected": 0})
+            self.quality[symbol]["bars"] += n
+            self.quality[symbol]["expected"] += expected
+            if n < expected:
+                self._log({"kind": "gap", "date": str(day), "symbol": symbol, "missing": expected - n})
+        speed = float(self.settings.session.speed_multiplier)
+        step = (60.0 if self.interval == "1m" else 86400.0) / speed if speed > 0 else 0.0
+        wall0 = time.monotonic()
+        prev_ts = self._prev_ts
+        for k, (ts_key, group) in enumerate(bars.sort("ts").group_by("ts", maintain_order=True)):
+            if self.stopping:
+                break
+            ts = int(ts_key[0].timestamp() * 1e9) if isinstance(ts_key[0], dt.datetime) else int(ts_key[0])
+            rows = {r["symbol"]: r for r in group.iter_rows(named=True)}
+            for symbol, r in rows.items():
+                self.gateway.set_price(symbol, float(r["open"]))
+            for event in await risk.on_open.remote(t, ts, {s: r["open"] for s, r in rows.items()}):
+                self._log(event)
+            for symbol, r in rows.items():
+                self.gateway.set_price(symbol, float(r["close"]))
+            calls = []
+            for actor, shard in actors:
+                mine = {s: (r["open"], r["high"], r["low"], r["close"], r["volume"]) for s, r in rows.items()
+                        if s in shard}  # fmt: skip
+                if mine:
+                    calls.append(actor.on_bars.remote(ts, mine, prev_ts))
+            targets: dict[str, float] = {}
+            for result in await asyncio.gather(*calls):
+                targets.update(result["targets"])
+                for decision in result["decisions"]:
+                    self._log(decision)
+            for event in await risk.on_close.remote(t, ts, {s: r["close"] for s, r in rows.items()}, targets,
+                                                    day_index):  # fmt: skip
+                self._log(event)
+            t += 1
+            prev_ts = ts
+            self.bars_done += 1
+            if step > 0:
+                # Replay pacing: hold each bar until its time at the configured speed.
+                delay = wall0 + (k + 1) * step - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            if len(self._events) > 5000:
+                self._flush()
+        self.state = "closing"
+        self._prev_ts = prev_ts
+        return t
+
+    async def _finish(self, execution: Any, risk: Any, actors: list) -> dict[str, Any]:
+        from trader.broker.journal import OrderJournal
+
+        status = await risk.status.remote()
+        exec_status = await execution.status.remote()
+        await execution.shutdown.remote()
+        journal_path = self._journal_path()
+        with OrderJournal(journal_path, readonly=True) as journal:
+            fills = journal.fills()
+            states = journal.states()
+        if self._journal_dir is not None:
+            self.run.write_bytes("orders.sqlite", Path(journal_path).read_bytes())
+        # A fill's bar is its intent's: the risk actor creates each intent at the open of the bar it trades.
+        bar_of = {st.intent_id: st.intent.created_at for st in states}
+        trades = pl.DataFrame(
+            {
+                "ts": pl.Series(
+                    [bar_of.get(f.intent_id, f.time) for f in fills], dtype=pl.Datetime("ns", "UTC")
+                ),
+                "symbol": [f.symbol for f in fills],
+                "side": [f.side.value.lower() for f in fills],
+                "qty": [float(f.qty) for f in fills],
+                "price": [float(f.price) for f in fills],
+                "commission": [float(f.commission or 0.0) for f in fills],
+                "reason": ["signal"] * len(fills),
+            },
+            schema={"ts": pl.Datetime("ns", "UTC"), "symbol": pl.String, "side": pl.String, "qty": pl.Float64,
+                    "price": pl.Float64, "commission": pl.Float64, "reason": pl.String},
+        )  # fmt: skip
+        self.run.write_parquet("trades.parquet", trades)
+        decisions = {}
+        for actor, _ in actors:
+            info = await actor.status.remote()
+            decisions.update({s: v["decisions"] for s, v in info["symbols"].items()})
+        per_symbol = {}
+        for symbol in self.symbols:
+            mine = trades.filter(pl.col("symbol") == symbol)
+            signed = np.where(mine["side"].to_numpy() == "buy", 1.0, -1.0) * mine["qty"].to_numpy()
+            per_symbol[symbol] = {
+                "decisions": decisions.get(symbol, 0),
+                "fills": mine.height,
+                "position": float(signed.sum()),
+                "commission": float(mine["commission"].sum()),
+                "quality": self._quality(symbol),
+            }
+        initial = float(self.settings.engine.initial_cash)
+        summary = {
+            "session_id": self.session_id,
+            "state": self.state,
+            "start": str(self.start),
+            "end": str(self.end),
+            "sessions": self.sessions_done,
+            "bars": self.bars_done,
+            "symbols": self.symbols,
+            "decisions": int(sum(decisions.values())),
+            "intents": status["counts"]["intents"],
+            "approved": status["counts"]["approved"],
+            "rejected_by_rule": status["counts"]["rejected"],
+            "orders": len([s for s in states if s.submitted]),
+            "fills": len(fills),
+            "equity": status["equity"],
+            "pnl": status["equity"] - initial,
+            "positions": status["positions"],
+            "per_symbol": per_symbol,
+            "killed": status["killed"],
+            "reconnects": max(0, int(exec_status.get("connects", 1)) - 1),
+            "started_at": self.started_at.isoformat(),
+            "finished_at": dt.datetime.now(dt.UTC).isoformat(),
+        }
+        self.run.write_json("summary.json", json_safe(summary))
+        self._flush()
+        return json_safe(summary)
+
+    def _quality(self, symbol: str) -> float | None:
+        q = self.quality.get(symbol)
+        return None if not q or not q["expected"] else min(1.0, q["bars"] / q["expected"])
+
+    # -- controls ------------------------------------------------------------------------------------------
+
+    async def stop(self) -> str:
+        """End the replay cleanly after the current bar (checkpoints and summary are written)."""
+        self.stopping = True
+        return self.state
+
+    async def status(self) -> dict[str, Any]:
+        """State, sessions done, bars, data quality and the risk and execution actors' status."""
+        import ray
+
+        out: dict[str, Any] = {
+            "session_id": self.session_id,
+            "state": self.state,
+            "sessions_done": self.sessions_done,
+            "bars": self.bars_done,
+            "quality": {s: self._quality(s) for s in self.symbols},
+            "error": self.error,
+            "pid": os.getpid(),
+        }
+        for name in ("risk", "execution"):
+            try:
+                actor = ray.get_actor(name, namespace=self.namespace)
+                out[name] = await actor.status.remote()
+            except ValueError:
+                out[name] = None
+        return json_safe(out)

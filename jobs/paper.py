@@ -1,0 +1,169 @@
+"""`trader paper`: the live actor cluster for paper trading, and its operations.
+
+``trader paper --config configs/paper.yaml --replay 2024-03-04:2024-03-08 [--speed N] [--out DIR]`` replays
+stored bars through the whole cluster (symbol session actors, portfolio risk actor, execution actor) and a
+simulated IB gateway; ``trader paper status``, ``trader paper stop`` and ``trader paper kill-switch
+[--reset]`` talk to a running session's named actors (on ``ray.address``, else the local cluster Ray
+recorded on this machine). Runs as ``python -m jobs.paper`` for ``ray job submit``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+from typing import Any
+
+import click
+
+from jobs.options import settings_options
+
+COORDINATOR = "coordinator"
+
+
+def _parse_replay(text: str) -> tuple[dt.date, dt.date]:
+    from trader.errors import ConfigError
+
+    start, sep, end = text.partition(":")
+    try:
+        first = dt.date.fromisoformat(start)
+        last = dt.date.fromisoformat(end) if sep else first
+    except ValueError as exc:
+        raise ConfigError(f"--replay {text!r}: use START:END as YYYY-MM-DD:YYYY-MM-DD ({exc})") from None
+    if last < first:
+        raise ConfigError(f"--replay {text!r}: END is before START")
+    return first, last
+
+
+@click.group("paper", invoke_without_command=True)
+@click.option("--replay", default=None, metavar="START:END", help="Replay stored bars over these dates.")
+@click.option(
+    "--speed",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Replay speed, x real time; 0 = as fast as possible (default: session.speed_multiplier).",
+)
+@click.option("--symbols", default=None, help="Comma-separated symbols (default: session.symbols).")
+@click.option("--store", default=None, help="Bar store URI (default: data.store).")
+@click.option("--interval", default=None, help="Bar interval (default: the first of session.streams).")
+@click.option("--strategy", default=None, help="A registered strategy; default: the configured composer.")
+@click.option(
+    "--out", default=None, help="Session folder, a path or s3:// URI (default: runs/paper-<UTC time>)."
+)
+@settings_options
+@click.pass_context
+def paper(
+    ctx: click.Context,
+    settings: Any,
+    replay: str | None,
+    speed: float | None,
+    symbols: str | None,
+    store: str | None,
+    interval: str | None,
+    strategy: str | None,
+    out: str | None,
+) -> None:
+    """Run the live actor cluster (paper trading); subcommands operate a running session."""
+    ctx.obj = settings
+    if ctx.invoked_subcommand is not None:
+        return
+    import ray
+
+    from cluster.actors.coordinator import SessionCoordinator
+    from cluster.runtime import connect
+    from trader.config import with_overrides
+    from trader.errors import ConfigError
+
+    if replay is None:
+        raise ConfigError(
+            "trader paper: live market data from the gateway is not built yet; use --replay START:END to run "
+            "the cluster over stored bars through the simulated gateway"
+        )
+    first, last = _parse_replay(replay)
+    names = [s.strip() for s in symbols.split(",")] if symbols else list(settings.session.symbols)
+    if not names:
+        raise ConfigError("trader paper: no symbols; set session.symbols or give --symbols")
+    if speed is not None:
+        settings = with_overrides(settings, {"session.speed_multiplier": speed})
+    run_dir = out or f"runs/paper-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}"
+    with connect(settings):
+        coordinator = (
+            ray.remote(SessionCoordinator)
+            .options(name=COORDINATOR, namespace=settings.ray.namespace, num_cpus=0, max_concurrency=16)
+            .remote(
+                settings,
+                run_dir,
+                symbols=names,
+                store=store or settings.data.store,
+                interval=interval or settings.session.streams[0],
+                start=str(first),
+                end=str(last),
+                strategy=strategy,
+            )
+        )
+        click.echo(f"paper session in {run_dir}: {', '.join(names)} {first}..{last}", err=True)
+        summary = ray.get(coordinator.run.remote())
+    click.echo(
+        f"{summary['state']}: {len(summary['sessions'])} sessions, {summary['bars']} bars, "
+        f"{summary['decisions']} decisions, {summary['orders']} orders, {summary['fills']} fills, "
+        f"P&L {summary['pnl']:.2f}; rejected {summary['rejected_by_rule'] or 'none'}"
+    )
+    click.echo(f"wrote {run_dir}")
+
+
+def _actor(settings: Any, name: str) -> Any:
+    import os
+
+    import ray
+
+    from trader.errors import ConfigError
+
+    os.environ["RAY_AUTH_MODE"] = settings.ray.auth_mode
+    address = settings.ray.address or os.environ.get("RAY_ADDRESS") or "auto"
+    try:
+        ray.init(address=address, namespace=settings.ray.namespace, logging_level="ERROR")
+    except ConnectionError as exc:
+        raise ConfigError(
+            f"no running Ray cluster at {address} ({exc}); is a paper session running?"
+        ) from None
+    try:
+        return ray.get_actor(name, namespace=settings.ray.namespace)
+    except ValueError:
+        raise ConfigError(
+            f"no {name!r} actor in namespace {settings.ray.namespace!r}; is a paper session running?"
+        ) from None
+
+
+@paper.command("status")
+@click.pass_obj
+def status(settings: Any) -> None:
+    """Print the running session's state, positions, P&L, risk state, connectivity and data quality (JSON)."""
+    import ray
+
+    click.echo(json.dumps(ray.get(_actor(settings, COORDINATOR).status.remote()), sort_keys=True))
+
+
+@paper.command("stop")
+@click.pass_obj
+def stop(settings: Any) -> None:
+    """End the running session cleanly after the current bar (checkpoints and summary written)."""
+    import ray
+
+    click.echo(f"stopping (was {ray.get(_actor(settings, COORDINATOR).stop.remote())})")
+
+
+@paper.command("kill-switch")
+@click.option("--reset", is_flag=True, help="Re-arm trading after the kill switch fired.")
+@click.pass_obj
+def kill_switch(settings: Any, reset: bool) -> None:
+    """Flatten every symbol and halt new entries, or with --reset re-arm trading."""
+    import ray
+
+    state = ray.get(_actor(settings, "risk").kill_switch.remote(reset))
+    click.echo(json.dumps({"killed": state["killed"], "positions": state["positions"]}, sort_keys=True))
+
+
+if __name__ == "__main__":
+    from jobs.cli import main
+
+    sys.exit(main(["paper", *sys.argv[1:]]))

@@ -1,0 +1,136 @@
+"""A symbol's decisions, one bar at a time, exactly as the backtest makes them.
+
+The backtest decides a symbol's target weight at bar t with the configured composer (or a named strategy)
+over the whole history it was given (``trader.backtest._decider``), using rows <= t only. Some of those
+inputs have memory longer than any fixed window: an RSI is exponentially smoothed, and strategies hold a
+position (a latch) from an entry until an exit, however long ago. So :class:`Decider` keeps every bar since
+its first (up to ``max_bars``) and runs the same function over them at each bar close: its decision at bar
+t equals a backtest's whose bars start at the Decider's first bar. That costs O(bars kept) per bar, about a
+millisecond for a few thousand minute bars. Beyond ``max_bars`` the oldest half is dropped, and decisions
+then equal a backtest started at the new first bar (equal to the whole-history one once the latches and
+smoothing forget the cut, which :func:`trader.tuning.warmup_bars` bounds for windowed inputs only).
+
+Units: target weights are fractions of equity in [-1, 1]; timestamps are bar starts (int ns UTC).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from trader.errors import ConfigError, DataError
+
+__all__ = ["Decider"]
+
+_COLUMNS = ("open", "high", "low", "close", "volume")
+
+
+class Decider:
+    """Target weight per bar close for one symbol; see the module docstring.
+
+    ``strategy``/``params``: a registered strategy and its parameters, or None for the configured composer
+    (``composer.strategies``). ``max_bars``: most bars kept (see the module docstring).
+    """
+
+    def __init__(
+        self,
+        symbol: str,
+        settings: Any,
+        *,
+        strategy: str | None = None,
+        params: Mapping[str, Any] | None = None,
+        max_bars: int = 100_000,
+    ) -> None:
+        from trader.composer import Composer
+        from trader.strategies import get_strategy
+        from trader.tuning import candidate_grid, warmup_bars
+
+        self.symbol = symbol
+        if strategy is None:
+            if params:
+                raise ConfigError("live decisions: params need a strategy; the composer reads settings")
+            composer = Composer.from_settings(settings)
+            if not composer.strategies:
+                raise ConfigError("live decisions: composer.strategies is empty; configure strategies")
+            self._decide = composer.target_weights
+            self.description: dict[str, Any] = {
+                "mode": "composer",
+                "strategies": [{"name": s.name, "params": dict(p)} for s, p in composer.strategies],
+            }
+        else:
+            spec = get_strategy(strategy)
+            chosen = spec.validate(dict(params or {}))
+            self._decide = lambda bars: spec.run(bars, chosen)
+            self.description = {"mode": "strategy", "strategy": spec.name, "params": chosen}
+        grid = candidate_grid(settings, strategy, params, size=1)
+        self.warmup = int(warmup_bars(grid, settings))
+        self.max_bars = max(int(max_bars), 2 * (self.warmup + 1))
+        self._ts = np.zeros(1024, dtype=np.int64)
+        self._cols = np.zeros((len(_COLUMNS), 1024))
+        self._n = 0  # bars kept
+        self.seen = 0  # bars appended since the start
+        self.first_ts: int | None = None  # the first kept bar: decisions equal a backtest starting here
+        self.last_ts: int | None = None
+        self.last_target: float = 0.0
+
+    def __len__(self) -> int:
+        return self._n
+
+    def append(self, ts: int, open_: float, high: float, low: float, close: float, volume: float) -> None:
+        """Add one closed bar (``ts`` int ns UTC, strictly after the last)."""
+        if self.last_ts is not None and ts <= self.last_ts:
+            raise DataError(f"{self.symbol}: bar at {ts} is not after the last bar at {self.last_ts}")
+        if self._n == self._ts.shape[0]:
+            if self._n >= self.max_bars:  # drop the oldest half (see the module docstring)
+                keep = self._n // 2
+                self._ts[:keep] = self._ts[self._n - keep : self._n]
+                self._cols[:, :keep] = self._cols[:, self._n - keep : self._n]
+                self._n = keep
+            else:  # grow by doubling: amortised O(1) appends
+                size = min(2 * self._ts.shape[0], self.max_bars)
+                self._ts = np.concatenate([self._ts, np.zeros(size - self._ts.shape[0], np.int64)])
+                cols = np.zeros((len(_COLUMNS), size))
+                cols[:, : self._n] = self._cols[:, : self._n]
+                self._cols = cols
+        self._ts[self._n] = ts
+        self._cols[:, self._n] = (open_, high, low, close, volume)
+        self._n += 1
+        self.seen += 1
+        self.first_ts = int(self._ts[0])
+        self.last_ts = ts
+
+    def warm(self, bars: pl.DataFrame) -> None:
+        """Append a history frame (one symbol, ts ascending)."""
+        ordered = bars.sort("ts")
+        ts = ordered["ts"].dt.epoch("ns").to_numpy()
+        cols = [ordered[c].cast(pl.Float64).to_numpy() for c in _COLUMNS]
+        for k in range(ordered.height):
+            self.append(int(ts[k]), *(float(c[k]) for c in cols))
+
+    def window(self) -> dict[str, np.ndarray]:
+        """The kept bars in time order as arrays (views, no copy)."""
+        out = {c: self._cols[k, : self._n] for k, c in enumerate(_COLUMNS)}
+        out["ts"] = self._ts[: self._n]
+        return out
+
+    @property
+    def ready(self) -> bool:
+        """At least the warm-up's worth of bars: every windowed input is defined."""
+        return self._n >= self.warmup + 1
+
+    def decide(self) -> float:
+        """The target weight at the last bar's close."""
+        if not self._n:
+            return 0.0
+        window = self.window()
+        value = float(np.asarray(self._decide({c: window[c] for c in _COLUMNS}))[-1])
+        self.last_target = value
+        return value
+
+    def on_bar(self, ts: int, open_: float, high: float, low: float, close: float, volume: float) -> float:
+        """Append a closed bar and decide at its close."""
+        self.append(ts, open_, high, low, close, volume)
+        return self.decide()
