@@ -2,9 +2,10 @@
 
 ``trader paper --config configs/paper.yaml --replay 2024-03-04:2024-03-08 [--speed N] [--out DIR]`` replays
 stored bars through the whole cluster (symbol session actors, portfolio risk actor, execution actor) and a
-simulated IB gateway; ``trader paper status``, ``trader paper stop`` and ``trader paper kill-switch
-[--reset]`` talk to a running session's named actors (on ``ray.address``, else the local cluster Ray
-recorded on this machine). Runs as ``python -m jobs.paper`` for ``ray job submit``.
+simulated IB gateway. ``trader paper status``, ``trader paper stop`` and ``trader paper kill-switch
+[--reset]`` talk to a running session's named actors: on the cluster recorded in ``--run RUN_DIR``
+(``cluster.json``), else ``ray.address`` / ``RAY_ADDRESS``, else the local cluster Ray recorded last. Runs
+as ``python -m jobs.paper`` for ``ray job submit``.
 """
 
 from __future__ import annotations
@@ -86,7 +87,13 @@ def paper(
     if speed is not None:
         settings = with_overrides(settings, {"session.speed_multiplier": speed})
     run_dir = out or f"runs/paper-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}"
-    with connect(settings):
+    with connect(settings) as ray_ctx:
+        from trader.rundir import RunDir
+
+        # Where the operations commands find this session (`trader paper status --run RUN_DIR`).
+        RunDir(run_dir).write_json(
+            "cluster.json", {"address": ray_ctx.address, "namespace": settings.ray.namespace}
+        )
         coordinator = (
             ray.remote(SessionCoordinator)
             .options(name=COORDINATOR, namespace=settings.ray.namespace, num_cpus=0, max_concurrency=16)
@@ -111,15 +118,25 @@ def paper(
     click.echo(f"wrote {run_dir}")
 
 
-def _actor(settings: Any, name: str) -> Any:
+def _actor(settings: Any, name: str, run: str | None) -> Any:
     import os
 
     import ray
 
     from trader.errors import ConfigError
+    from trader.rundir import RunDir
 
     os.environ["RAY_AUTH_MODE"] = settings.ray.auth_mode
-    address = settings.ray.address or os.environ.get("RAY_ADDRESS") or "auto"
+    namespace = settings.ray.namespace
+    if run is not None:
+        where = RunDir(run)
+        if not where.exists("cluster.json"):
+            raise ConfigError(f"--run {run}: no cluster.json there; is it a paper session folder?")
+        recorded = where.read_json("cluster.json")
+        address, namespace = recorded["address"], recorded["namespace"]
+    else:
+        address = settings.ray.address or os.environ.get("RAY_ADDRESS") or "auto"
+    settings = settings.model_copy(update={"ray": settings.ray.model_copy(update={"namespace": namespace})})
     try:
         ray.init(address=address, namespace=settings.ray.namespace, logging_level="ERROR")
     except ConnectionError as exc:
@@ -128,38 +145,47 @@ def _actor(settings: Any, name: str) -> Any:
         ) from None
     try:
         return ray.get_actor(name, namespace=settings.ray.namespace)
-    except ValueError:
+    except ValueError as exc:
         raise ConfigError(
-            f"no {name!r} actor in namespace {settings.ray.namespace!r}; is a paper session running?"
+            f"no {name!r} actor in namespace {settings.ray.namespace!r} on the cluster at {address}; is a "
+            f"paper session running? ({str(exc).splitlines()[0][:200]})"
         ) from None
 
 
+_RUN = click.option(
+    "--run", default=None, help="The session folder (--out of `trader paper`): its recorded cluster is used."
+)
+
+
 @paper.command("status")
+@_RUN
 @click.pass_obj
-def status(settings: Any) -> None:
+def status(settings: Any, run: str | None) -> None:
     """Print the running session's state, positions, P&L, risk state, connectivity and data quality (JSON)."""
     import ray
 
-    click.echo(json.dumps(ray.get(_actor(settings, COORDINATOR).status.remote()), sort_keys=True))
+    click.echo(json.dumps(ray.get(_actor(settings, COORDINATOR, run).status.remote()), sort_keys=True))
 
 
 @paper.command("stop")
+@_RUN
 @click.pass_obj
-def stop(settings: Any) -> None:
+def stop(settings: Any, run: str | None) -> None:
     """End the running session cleanly after the current bar (checkpoints and summary written)."""
     import ray
 
-    click.echo(f"stopping (was {ray.get(_actor(settings, COORDINATOR).stop.remote())})")
+    click.echo(f"stopping (was {ray.get(_actor(settings, COORDINATOR, run).stop.remote())})")
 
 
 @paper.command("kill-switch")
 @click.option("--reset", is_flag=True, help="Re-arm trading after the kill switch fired.")
+@_RUN
 @click.pass_obj
-def kill_switch(settings: Any, reset: bool) -> None:
+def kill_switch(settings: Any, reset: bool, run: str | None) -> None:
     """Flatten every symbol and halt new entries, or with --reset re-arm trading."""
     import ray
 
-    state = ray.get(_actor(settings, "risk").kill_switch.remote(reset))
+    state = ray.get(_actor(settings, "risk", run).kill_switch.remote(reset))
     click.echo(json.dumps({"killed": state["killed"], "positions": state["positions"]}, sort_keys=True))
 
 

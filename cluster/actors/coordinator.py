@@ -200,6 +200,8 @@ class SessionCoordinator:
             raise ValueError(f"paper: no trading session between {self.start} and {self.end}")
         self.gateway = self._start_gateway()
         execution, risk, actors = self._actors()
+        # Held by the coordinator: a named actor lives only while a handle to it does.
+        self._handles = (execution, risk, actors)
         try:
             await execution.wait_ready.remote(30.0)
             history_days = int(self.settings.session.historical)
@@ -207,10 +209,11 @@ class SessionCoordinator:
             warm_from = calendar.previous_trading_date(first)
             for _ in range(max(0, history_days - 1)):
                 warm_from = calendar.previous_trading_date(warm_from)
-            history = store.read_bars(
-                self.symbols, self.interval, dt.datetime.combine(warm_from, dt.time(), dt.UTC),
-                dt.datetime.combine(first, dt.time(), dt.UTC),
-            ) if history_days > 0 else None  # fmt: skip
+            history = (
+                self._session_bars(store, calendar, list(calendar.sessions(warm_from, sessions[0]))[:-1])
+                if history_days > 0
+                else None
+            )
             for actor, shard in actors:
                 frames = {
                     s: (history.filter(pl.col("symbol") == s) if history is not None else None) for s in shard
@@ -239,12 +242,25 @@ class SessionCoordinator:
             if self._gateway_cm is not None:
                 self._gateway_cm.__exit__(None, None, None)
 
+    def _session_bars(self, store: Any, calendar: Any, days: list[dt.date]) -> pl.DataFrame:
+        """The stored bars of these sessions: by the exchange's local date (after-hours bars past midnight
+        UTC belong to their session; bars dated on non-trading days belong to none)."""
+        if not days:
+            return store.read_bars(self.symbols, self.interval, dt.datetime(1970, 1, 2, tzinfo=dt.UTC),
+                                   dt.datetime(1970, 1, 3, tzinfo=dt.UTC))  # fmt: skip
+        start = dt.datetime.combine(min(days) - dt.timedelta(days=1), dt.time(), dt.UTC)
+        end = dt.datetime.combine(max(days) + dt.timedelta(days=2), dt.time(), dt.UTC)
+        bars = store.read_bars(self.symbols, self.interval, start, end)
+        if self.interval == "1d":
+            return bars.filter(pl.col("ts").dt.date().is_in(days))
+        local = pl.col("ts").dt.convert_time_zone(calendar.tz).dt.date()
+        return bars.filter(local.is_in(days))
+
     async def _run_session(
         self, day: dt.date, day_index: int, t: int, calendar: Any, store: Any, risk: Any, actors: list
     ) -> int:
         opened, closed = calendar.open_close(day)
-        start = dt.datetime.combine(day, dt.time(), dt.UTC)
-        bars = store.read_bars(self.symbols, self.interval, start, start + dt.timedelta(days=1))
+        bars = self._session_bars(store, calendar, [day])
         self.state = "active"
         self._log(
             {"kind": "session", "transition": "open", "date": str(day), "open": opened, "close": closed}
@@ -380,6 +396,21 @@ class SessionCoordinator:
         return None if not q or not q["expected"] else min(1.0, q["bars"] / q["expected"])
 
     # -- controls ------------------------------------------------------------------------------------------
+
+    async def fault(self, kind: str) -> None:
+        """Inject a gateway fault (replay only): ``drop`` (cut every connection), ``lost`` (IBKR 1100) or
+        ``restored`` (1102)."""
+        if self.gateway is None:
+            raise RuntimeError("no simulated gateway is running")
+        action = {
+            "drop": self.gateway.drop_connections,
+            "lost": self.gateway.announce_connectivity_lost,
+            "restored": self.gateway.announce_connectivity_restored,
+        }.get(kind)
+        if action is None:
+            raise ValueError(f"fault {kind!r}: one of drop, lost, restored")
+        action()
+        self._log({"kind": "fault", "fault": kind, "bars": self.bars_done})
 
     async def stop(self) -> str:
         """End the replay cleanly after the current bar (checkpoints and summary are written)."""

@@ -32,6 +32,8 @@ __all__ = ["PortfolioRiskActor"]
 MAX_ORDERS_PER_SECOND = 40.0
 #: How long an order may take to finish before its unfilled rest is cancelled (seconds).
 FILL_WAIT_SECONDS = 30.0
+#: How long orders wait for a disconnected broker to come back before they are reported not sent (seconds).
+READY_WAIT_SECONDS = 60.0
 
 
 class PortfolioRiskActor:
@@ -116,6 +118,9 @@ class PortfolioRiskActor:
         plans = self.stepper.on_open(t, prices)
         events: list[dict[str, Any]] = []
         execution = self._execution()
+        if any(plan.qty != 0.0 for plan in plans):
+            # Orders wait for the broker (a reconnect and its reconciliation) rather than being lost.
+            await execution.wait_ready.remote(READY_WAIT_SECONDS)
         when = dt.datetime.fromtimestamp(ts / 1e9, dt.UTC)
         pending = []
         for plan in plans:

@@ -1,0 +1,254 @@
+"""The live actor cluster on a real local Ray cluster, replaying stored bars through the simulated gateway and
+the real ib_insync client: a multi-day session over Thanksgiving week (a holiday, an early close) in parity
+with the backtest, real SPY minute bars in parity, a symbol actor and the execution actor killed mid-session,
+the drawdown kill switch and the daily loss limit across symbols, and the operations commands."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+ray = pytest.importorskip("ray")
+
+from cluster.actors.coordinator import SessionCoordinator  # noqa: E402
+from trader.backtest import run as backtest  # noqa: E402
+from trader.config import load_settings  # noqa: E402
+from trader.data.store import BarStore  # noqa: E402
+from trader.data.synth import synth_bars  # noqa: E402
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+SYMBOLS = ["SYN000", "SYN001", "SYN002"]
+# Parity needs the broker's costs to be the backtest's: the simulated gateway fills market orders at the
+# price it is given (no slippage) and charges commission_per_share with min_commission.
+PARITY = ["engine.fractional_shares=false", "costs.slippage_bps=0", "session.historical=2",
+          "session.speed_multiplier=0", "session.symbols_per_actor=2"]  # fmt: skip
+TRADE_COLUMNS = ["ts", "symbol", "side", "qty", "price", "commission"]
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Any:
+    ray.init(address="local", num_cpus=2, include_dashboard=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> str:
+    path = str(tmp_path_factory.mktemp("paper-store"))
+    bars = BarStore(path)
+    for k, symbol in enumerate(SYMBOLS):
+        bars.write_bars(symbol, "1m", synth_bars(symbol, "1m", "2019-11-20", "2019-11-29", seed=20 + k))
+    return path
+
+
+def _settings(*extra: str) -> Any:
+    namespace = f"paper-test-{uuid.uuid4().hex[:8]}"  # every test its own actors
+    files = [ROOT / "configs/base.yaml", ROOT / "configs/demo.yaml"]
+    return load_settings(files, [*PARITY, f"ray.namespace={namespace}", *extra], env={})
+
+
+def _coordinator(settings: Any, run_dir: str, store: str, start: str, end: str, symbols: list[str]) -> Any:
+    return (
+        ray.remote(SessionCoordinator)
+        .options(name="coordinator", namespace=settings.ray.namespace, num_cpus=0, max_concurrency=16)
+        .remote(settings, run_dir, symbols=symbols, store=store, interval="1m", start=start, end=end)
+    )
+
+
+def _reference(settings: Any, store: str, symbols: list[str], first: dt.date, last: dt.date) -> pl.DataFrame:
+    """The backtest over exactly the bars the cluster saw (history + replay), deciding from the replay on."""
+    from trader.calendar import get_calendar
+
+    cal = get_calendar(settings.data.exchange)
+    warm = first
+    for _ in range(settings.session.historical):
+        warm = cal.previous_trading_date(warm)
+    days = list(cal.sessions(warm, last))
+    bars = BarStore(store).read_bars(
+        symbols, "1m", dt.datetime.combine(warm - dt.timedelta(days=1), dt.time(), dt.UTC),
+        dt.datetime.combine(last + dt.timedelta(days=2), dt.time(), dt.UTC),
+    )  # fmt: skip
+    local = pl.col("ts").dt.convert_time_zone(cal.tz).dt.date()
+    bars = bars.filter(local.is_in(days))  # the sessions' bars, as the coordinator replays them
+    n_history = bars.filter(pl.col("symbol") == symbols[0], local < first).height
+    from trader.config import with_overrides
+
+    reference = with_overrides(settings, {"engine.min_history_bars": n_history})
+    return backtest(bars, None, {}, reference, interval="1m").trades.sort("ts", "symbol")
+
+
+def test_a_replayed_week_runs_end_to_end_in_parity_with_the_backtest(
+    cluster: None, store: str, tmp_path: Path
+) -> None:
+    settings = _settings()
+    run_dir = str(tmp_path / "week")
+    # 2019-11-26..29: Thanksgiving (28th) is closed, the 29th closes at 13:00 ET.
+    summary = ray.get(
+        _coordinator(settings, run_dir, store, "2019-11-26", "2019-11-29", SYMBOLS).run.remote()
+    )
+    assert summary["state"] == "finished"
+    assert summary["sessions"] == ["2019-11-26", "2019-11-27", "2019-11-29"]
+    assert summary["bars"] == 390 + 390 + 210
+    assert summary["decisions"] == 3 * (390 + 390 + 210)
+    assert all(s["quality"] == 1.0 for s in summary["per_symbol"].values())
+    assert summary["fills"] > 10 and summary["rejected_by_rule"] == {}
+    live = pl.read_parquet(Path(run_dir) / "trades.parquet").sort("ts", "symbol")
+    reference = _reference(settings, store, SYMBOLS, dt.date(2019, 11, 26), dt.date(2019, 11, 29))
+    # The same trades: time, symbol, side, shares, price and commission, one for one.
+    assert_frame_equal(live.select(TRADE_COLUMNS), reference.select(TRADE_COLUMNS))
+    # The event log has a line per decision, intent and session transition, all JSON.
+    events = [json.loads(line) for line in (Path(run_dir) / "events.jsonl").read_text().splitlines()]
+    kinds = {e["kind"] for e in events}
+    assert {"decision", "intent", "session"} <= kinds
+    assert sum(e["kind"] == "decision" for e in events) == summary["decisions"]
+    assert [e["date"] for e in events if e.get("transition") == "closed"] == summary["sessions"]
+    for name in ("orders.sqlite", "summary.json", "trades.parquet", "checkpoints/risk.json"):
+        assert (Path(run_dir) / name).exists(), name
+
+
+def test_real_spy_minutes_in_parity_with_the_backtest(
+    cluster: None, shared_data: Path, tmp_path: Path
+) -> None:
+    from trader.data.ingest import read_source
+
+    path = shared_data / "pyalgotrade" / "testcases" / "data" / "nt-spy-minute-2011-03.csv.gz"
+    raw = read_source(path, fmt="ninjatrader", interval="1m").frame
+    spy = raw.with_columns(pl.col("ts").dt.replace_time_zone("UTC")).sort("ts")
+    spy = spy.filter(pl.col("ts").dt.date().is_between(dt.date(2011, 3, 1), dt.date(2011, 3, 9)))
+    store = str(tmp_path / "store")
+    BarStore(store).write_bars("SPY", "1m", spy.drop([c for c in spy.columns if c == "symbol"]))
+    settings = _settings()
+    run_dir = str(tmp_path / "spy")
+    summary = ray.get(
+        _coordinator(settings, run_dir, store, "2011-03-03", "2011-03-09", ["SPY"]).run.remote()
+    )
+    assert summary["state"] == "finished" and len(summary["sessions"]) == 5
+    live = pl.read_parquet(Path(run_dir) / "trades.parquet").sort("ts", "symbol")
+    reference = _reference(settings, store, ["SPY"], dt.date(2011, 3, 3), dt.date(2011, 3, 9))
+    assert reference.height > 0
+    assert_frame_equal(live.select(TRADE_COLUMNS), reference.select(TRADE_COLUMNS))
+
+
+def _pid_of(actor_name: str, namespace: str) -> int:
+    return int(ray.get(ray.get_actor(actor_name, namespace=namespace).status.remote())["pid"])
+
+
+def _wait_bars(coordinator: Any, n: int) -> None:
+    import time
+
+    deadline = time.monotonic() + 120
+    while ray.get(coordinator.status.remote())["bars"] < n:
+        assert time.monotonic() < deadline, "the replay did not reach the bar"
+        time.sleep(0.05)  # polling the coordinator for the event "n bars replayed"
+
+
+def test_killed_actors_and_a_dropped_gateway_lose_and_duplicate_no_order(
+    cluster: None, store: str, tmp_path: Path
+) -> None:
+    settings = _settings()
+    run_dir = str(tmp_path / "kills")
+    coordinator = _coordinator(settings, run_dir, store, "2019-11-25", "2019-11-26", SYMBOLS)
+    running = coordinator.run.remote()
+    _wait_bars(coordinator, 150)
+    ns = settings.ray.namespace
+    os.kill(
+        _pid_of("symbols-000", ns), signal.SIGKILL
+    )  # restored from its checkpoint, caught up from the store
+    _wait_bars(coordinator, 300)
+    ray.get(coordinator.fault.remote("drop"))  # the gateway cuts the connection: reconnect and reconcile
+    _wait_bars(coordinator, 420)
+    os.kill(int(ray.get(ray.get_actor("execution", namespace=ns).status.remote())["pid"]), signal.SIGKILL)
+    summary = ray.get(running)
+    assert summary["state"] == "finished" and summary["bars"] == 780
+    live = pl.read_parquet(Path(run_dir) / "trades.parquet").sort("ts", "symbol")
+    reference = _reference(settings, store, SYMBOLS, dt.date(2019, 11, 25), dt.date(2019, 11, 26))
+    # Nothing duplicated, nothing lost: the same trades as an uninterrupted run.
+    assert_frame_equal(live.select(TRADE_COLUMNS), reference.select(TRADE_COLUMNS))
+    status = ray.get(ray.get_actor("symbols-000", namespace=ns).status.remote())
+    assert status["restored"] == SYMBOLS[:2]
+    # The execution side reconnected (the drop) and restarted (the kill), reconciling with the gateway each
+    # time: the journal holds the initial reconciliation, one after the reconnect, one after the restart.
+    from trader.broker.journal import OrderJournal
+
+    with OrderJournal(Path(run_dir) / "orders.sqlite", readonly=True) as journal:
+        reasons = [e.payload["reason"] for e in journal.events(kinds=["reconcile"]) if e.intent_id is None]
+    assert reasons.count("connect") >= 2 and "reconnect" in reasons
+
+
+def test_drawdown_kill_switch_flattens_every_symbol(cluster: None, store: str, tmp_path: Path) -> None:
+    settings = _settings("risk.max_drawdown=0.0005", "risk.daily_loss_limit=0.0003")
+    run_dir = str(tmp_path / "kill")
+    summary = ray.get(
+        _coordinator(settings, run_dir, store, "2019-11-25", "2019-11-26", SYMBOLS).run.remote()
+    )
+    assert summary["killed"] is True
+    assert all(q == 0.0 for q in summary["positions"].values())
+    events = [json.loads(line) for line in (Path(run_dir) / "events.jsonl").read_text().splitlines()]
+    rules = {e["rule"] for e in events if e["kind"] == "risk_event"}
+    assert "max_drawdown" in rules
+    live = pl.read_parquet(Path(run_dir) / "trades.parquet").sort("ts", "symbol")
+    reference = _reference(settings, store, SYMBOLS, dt.date(2019, 11, 25), dt.date(2019, 11, 26))
+    assert_frame_equal(live.select(TRADE_COLUMNS), reference.select(TRADE_COLUMNS))
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "jobs.cli", *args]
+
+
+def test_status_kill_switch_and_stop_from_another_process(store: str, tmp_path: Path) -> None:
+    run_dir = str(tmp_path / "ops")
+    namespace = f"paper-ops-{uuid.uuid4().hex[:6]}"
+    config = ["--config", str(ROOT / "configs/base.yaml"), "--config", str(ROOT / "configs/demo.yaml")]
+    sets = [x for o in [*PARITY, f"ray.namespace={namespace}", "session.speed_multiplier=600"]
+            for x in ("--set", o)]  # fmt: skip
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
+    driver = subprocess.Popen(
+        _cli("paper", *config, *sets, "--replay", "2019-11-25:2019-11-27", "--symbols", "SYN000,SYN001",
+             "--store", store, "--interval", "1m", "--out", run_dir),
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+
+    def op(*args: str) -> subprocess.CompletedProcess[str]:
+        command = _cli("paper", *config, *args, "--run", run_dir)
+        return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+
+    try:
+        import time
+
+        deadline = time.monotonic() + 180
+        while True:  # polling the operations command for the event "session running"
+            status = op("status")
+            if status.returncode == 0 and json.loads(status.stdout)["bars"] > 5:
+                break
+            assert driver.poll() is None, driver.stdout.read() if driver.stdout else "driver exited"
+            assert time.monotonic() < deadline, status.stdout + status.stderr
+            time.sleep(0.5)
+        state = json.loads(status.stdout)
+        assert state["state"] == "active" and state["risk"]["killed"] is False
+        assert state["execution"]["healthy"] is True and state["execution"]["account"].startswith("DU")
+        killed = op("kill-switch")
+        assert killed.returncode == 0 and json.loads(killed.stdout)["killed"] is True, killed.stderr
+        stopped = op("stop")
+        assert stopped.returncode == 0, stopped.stderr
+        out, _ = driver.communicate(timeout=180)
+        assert driver.returncode == 0, out[-3000:]
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    summary = json.loads((Path(run_dir) / "summary.json").read_text())
+    assert summary["state"] == "stopped" and summary["killed"] is True
+    assert (Path(run_dir) / "checkpoints" / "risk.json").is_file()
