@@ -77,6 +77,7 @@ class SessionCoordinator:
         self.started_at = dt.datetime.now(dt.UTC)
         self.error: str | None = None
         self._prev_ts: int | None = None
+        self.timings: dict[str, list[float]] = {}
 
     # -- set-up --------------------------------------------------------------------------------------------
 
@@ -284,26 +285,7 @@ class SessionCoordinator:
                 break
             ts = int(ts_key[0].timestamp() * 1e9) if isinstance(ts_key[0], dt.datetime) else int(ts_key[0])
             rows = {r["symbol"]: r for r in group.iter_rows(named=True)}
-            for symbol, r in rows.items():
-                self.gateway.set_price(symbol, float(r["open"]))
-            for event in await risk.on_open.remote(t, ts, {s: r["open"] for s, r in rows.items()}):
-                self._log(event)
-            for symbol, r in rows.items():
-                self.gateway.set_price(symbol, float(r["close"]))
-            calls = []
-            for actor, shard in actors:
-                mine = {s: (r["open"], r["high"], r["low"], r["close"], r["volume"]) for s, r in rows.items()
-                        if s in shard}  # fmt: skip
-                if mine:
-                    calls.append(actor.on_bars.remote(ts, mine, prev_ts))
-            targets: dict[str, float] = {}
-            for result in await asyncio.gather(*calls):
-                targets.update(result["targets"])
-                for decision in result["decisions"]:
-                    self._log(decision)
-            for event in await risk.on_close.remote(t, ts, {s: r["close"] for s, r in rows.items()}, targets,
-                                                    day_index):  # fmt: skip
-                self._log(event)
+            await self._bar(t, ts, rows, prev_ts, day_index, risk, actors)
             t += 1
             prev_ts = ts
             self.bars_done += 1
@@ -317,6 +299,58 @@ class SessionCoordinator:
         self.state = "closing"
         self._prev_ts = prev_ts
         return t
+
+    async def _bar(
+        self, t: int, ts: int, rows: dict[str, dict[str, Any]], prev_ts: int | None, day_index: int,
+        risk: Any, actors: list,
+    ) -> None:  # fmt: skip
+        """One bar: orders at its open (sized from the last close's decisions), then decisions at its
+        close."""
+        started = time.perf_counter()
+        for symbol, r in rows.items():
+            self.gateway.set_price(symbol, float(r["open"]))
+        for event in await risk.on_open.remote(t, ts, {s: r["open"] for s, r in rows.items()}):
+            if "latency_ms" in event:
+                self._timing("intent_to_fill_ms", event["latency_ms"])
+            self._log(event)
+        for symbol, r in rows.items():
+            self.gateway.set_price(symbol, float(r["close"]))
+        closed = time.perf_counter()
+        calls = []
+        for actor, shard in actors:
+            mine = {s: (r["open"], r["high"], r["low"], r["close"], r["volume"]) for s, r in rows.items()
+                    if s in shard}  # fmt: skip
+            if mine:
+                calls.append(actor.on_bars.remote(ts, mine, prev_ts))
+        targets: dict[str, float] = {}
+        for result in await asyncio.gather(*calls):
+            targets.update(result["targets"])
+            for decision in result["decisions"]:
+                self._log(decision)
+        decided = time.perf_counter()
+        closes = {s: r["close"] for s, r in rows.items()}
+        for event in await risk.on_close.remote(t, ts, closes, targets, day_index):
+            self._log(event)
+        done = time.perf_counter()
+        # Bar close to intent: the symbols' decisions (their intents) and the risk actor's portfolio targets.
+        self._timing("close_to_decision_ms", (decided - closed) * 1e3)
+        self._timing("close_to_intent_ms", (done - closed) * 1e3)
+        self._timing("bar_ms", (done - started) * 1e3)
+
+    def _timing(self, name: str, value: float) -> None:
+        values = self.timings.setdefault(name, [])
+        if len(values) < 1_000_000:  # bounded: a week of 1-minute bars for 500 symbols fits
+            values.append(float(value))
+
+    def _latency(self) -> dict[str, Any]:
+        out = {}
+        for name, values in self.timings.items():
+            if values:
+                arr = np.asarray(values)
+                out[name] = {"n": int(arr.size), "max": round(float(arr.max()), 3)}
+                for q in (50, 90, 99):
+                    out[name][f"p{q}"] = round(float(np.percentile(arr, q)), 3)
+        return out
 
     async def _finish(self, execution: Any, risk: Any, actors: list) -> dict[str, Any]:
         from trader.broker.journal import OrderJournal
@@ -384,6 +418,7 @@ class SessionCoordinator:
             "per_symbol": per_symbol,
             "killed": status["killed"],
             "reconnects": max(0, int(exec_status.get("connects", 1)) - 1),
+            "latency_ms": self._latency(),
             "started_at": self.started_at.isoformat(),
             "finished_at": dt.datetime.now(dt.UTC).isoformat(),
         }

@@ -154,10 +154,14 @@ class PortfolioRiskActor:
                 events.append({**event, "decision": "rejected", "reason": reason})
                 continue
             self.counts["approved"] += 1
-            pending.append((plan, intent, event, execution.submit.remote(intent, approval)))
+            sent_at = time.perf_counter()
+            pending.append(
+                (plan, intent, {**event, "sent_at": sent_at}, execution.submit.remote(intent, approval))
+            )
         for plan, intent, event, ref in pending:
             sent = await ref
             if not sent.get("accepted"):
+                event.pop("sent_at", None)
                 events.append({**event, "decision": "not_sent", "reason": sent.get("reason")})
                 continue
             self.counts["orders"] += 1
@@ -171,8 +175,10 @@ class PortfolioRiskActor:
                 commission = float(state["commission"] or 0.0)
                 self.stepper.apply_fill(plan.symbol, fill_qty, float(state["avg_price"]), commission)
                 self.counts["fills"] += 1
+            sent_at = event.pop("sent_at")
             events.append(
-                {**event, "decision": "approved", "filled": math.copysign(filled, float(plan.qty)),
+                {**event, "latency_ms": round((time.perf_counter() - sent_at) * 1e3, 3),
+                 "decision": "approved", "filled": math.copysign(filled, float(plan.qty)),
                  "price": state.get("avg_price"), "commission": state.get("commission"),
                  "order_id": state.get("order_id"), "status": state.get("status")}
             )  # fmt: skip
