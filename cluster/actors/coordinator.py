@@ -171,6 +171,13 @@ class SessionCoordinator:
 
     # -- the run -------------------------------------------------------------------------------------------
 
+    def _transitions(self, moves: list[Any]) -> None:
+        for move in moves:
+            self._log(
+                {"kind": "lifecycle", "from": move.from_state.value, "to": move.to_state.value,
+                 "at": move.at.isoformat(), "date": str(move.session)}
+            )  # fmt: skip
+
     def _log(self, event: dict[str, Any]) -> None:
         self._events.append(json_safe(event))
 
@@ -192,6 +199,7 @@ class SessionCoordinator:
         """Run the replay to its end (or until :meth:`stop`); returns the summary."""
         from trader.calendar import get_calendar
         from trader.data.store import BarStore
+        from trader.session import SessionLifecycle
 
         self.state = "initialising"
         calendar = get_calendar(self.settings.data.exchange)
@@ -220,18 +228,33 @@ class SessionCoordinator:
                     s: (history.filter(pl.col("symbol") == s) if history is not None else None) for s in shard
                 }
                 await actor.warm.remote(frames)
+            # The sessions' life cycle, driven by the replay's clock (the bars' times), never the wall clock.
+            lifecycle = SessionLifecycle(calendar, sessions[0], end_date=sessions[-1])
+            first_open = calendar.open_close(sessions[0])[0].to_pydatetime()
+            self._transitions(lifecycle.history_loaded(first_open - dt.timedelta(minutes=1)))
             self.state = "ready"
             t = 0
             for day_index, day in enumerate(sessions):
                 if self.stopping:
                     break
+                opened, closed = (x.to_pydatetime() for x in calendar.open_close(day))
+                self._transitions(lifecycle.advance(opened))
                 t = await self._run_session(day, day_index, t, calendar, store, risk, actors)
+                if self.stopping:
+                    break
+                # End of session: every actor checkpoints (open orders: market orders fill at once here).
                 for actor, _ in actors:
                     await actor.end_session.remote()
                 await risk.checkpoint.remote()
+                self._transitions(lifecycle.advance(closed))
                 self.sessions_done.append(str(day))
                 self._log({"kind": "session", "transition": "closed", "date": str(day)})
                 self._flush()
+            if self.stopping:
+                for actor, _ in actors:
+                    await actor.end_session.remote()
+                await risk.checkpoint.remote()
+                self._transitions([lifecycle.stop(lifecycle.session_close)])
             self.state = "stopped" if self.stopping else "finished"
             return await self._finish(execution, risk, actors)
         except Exception as exc:

@@ -116,6 +116,20 @@ def test_a_replayed_week_runs_end_to_end_in_parity_with_the_backtest(
     assert {"decision", "intent", "session"} <= kinds
     assert sum(e["kind"] == "decision" for e in events) == summary["decisions"]
     assert [e["date"] for e in events if e.get("transition") == "closed"] == summary["sessions"]
+    # The life cycle followed the calendar: Thanksgiving skipped, the early close at 13:00 New York time.
+    moves = [(e["from"], e["to"], e["date"], e["at"][11:16]) for e in events if e["kind"] == "lifecycle"]
+    assert moves == [
+        ("INITIALISING", "READY", "2019-11-26", "14:29"),
+        ("READY", "ACTIVE", "2019-11-26", "14:30"),
+        ("ACTIVE", "CLOSING", "2019-11-26", "21:00"),
+        ("CLOSING", "WAITING", "2019-11-27", "21:00"),  # waiting names the next session
+        ("WAITING", "ACTIVE", "2019-11-27", "14:30"),
+        ("ACTIVE", "CLOSING", "2019-11-27", "21:00"),
+        ("CLOSING", "WAITING", "2019-11-29", "21:00"),
+        ("WAITING", "ACTIVE", "2019-11-29", "14:30"),
+        ("ACTIVE", "CLOSING", "2019-11-29", "18:00"),
+        ("CLOSING", "STOPPED", "2019-11-29", "18:00"),
+    ]
     for name in ("orders.sqlite", "summary.json", "trades.parquet", "checkpoints/risk.json"):
         assert (Path(run_dir) / name).exists(), name
 
