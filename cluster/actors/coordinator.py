@@ -30,6 +30,7 @@ import json
 import os
 import secrets
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,7 @@ class SessionCoordinator:
         self.error: str | None = None
         self._prev_ts: int | None = None
         self.timings: dict[str, list[float]] = {}
+        self._alerted: set[str] = set()
 
     # -- set-up --------------------------------------------------------------------------------------------
 
@@ -171,6 +173,37 @@ class SessionCoordinator:
 
     # -- the run -------------------------------------------------------------------------------------------
 
+    def _alerts(self, event: dict[str, Any]) -> None:
+        """Alert (webhook) on the kill switch, a daily loss halt, and an order refused or not sent."""
+        kind = None
+        if event.get("kind") == "risk_event" and event.get("rule") in ("max_drawdown", "daily_loss_limit"):
+            kind = "kill_switch" if event["rule"] == "max_drawdown" else "daily_loss_halt"
+        elif event.get("kind") == "intent" and event.get("decision") in ("rejected", "not_sent"):
+            kind = "order_" + event["decision"]
+        if kind is None or (kind in self._alerted and kind != "order_rejected"):
+            return
+        self._alerted.add(kind)
+        self._log({"kind": "alert", "alert": kind, "event": event})
+        url = self.settings.session.webhook_url
+        if url is None:
+            return
+        body = json.dumps(
+            {"session": self.session_id, "alert": kind, "event": event}, sort_keys=True, default=str
+        ).encode()
+
+        def post() -> None:
+            import urllib.request
+
+            request = urllib.request.Request(
+                url.get_secret_value(), data=body, headers={"Content-Type": "application/json"}
+            )
+            try:
+                urllib.request.urlopen(request, timeout=5).close()
+            except OSError as exc:  # an alert must never stop trading; it is in the event log anyway
+                self._log({"kind": "alert_failed", "alert": kind, "error": str(exc)[:200]})
+
+        threading.Thread(target=post, name=f"alert-{kind}", daemon=True).start()
+
     def _transitions(self, moves: list[Any]) -> None:
         for move in moves:
             self._log(
@@ -180,6 +213,8 @@ class SessionCoordinator:
 
     def _log(self, event: dict[str, Any]) -> None:
         self._events.append(json_safe(event))
+        if event.get("kind") in ("risk_event", "intent"):
+            self._alerts(event)
 
     def _flush(self) -> None:
         if not self._events:

@@ -203,12 +203,39 @@ def test_killed_actors_and_a_dropped_gateway_lose_and_duplicate_no_order(
     assert reasons.count("connect") >= 2 and "reconnect" in reasons
 
 
-def test_drawdown_kill_switch_flattens_every_symbol(cluster: None, store: str, tmp_path: Path) -> None:
-    settings = _settings("risk.max_drawdown=0.0005", "risk.daily_loss_limit=0.0003")
-    run_dir = str(tmp_path / "kill")
-    summary = ray.get(
-        _coordinator(settings, run_dir, store, "2019-11-25", "2019-11-26", SYMBOLS).run.remote()
+def test_drawdown_kill_switch_flattens_every_symbol_and_alerts(
+    cluster: None, store: str, tmp_path: Path
+) -> None:
+    import http.server
+    import queue
+    import threading
+
+    received: queue.Queue[dict[str, Any]] = queue.Queue()
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            received.put(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/alerts"
+    settings = _settings(
+        "risk.max_drawdown=0.0005", "risk.daily_loss_limit=0.0003", f"session.webhook_url={url}"
     )
+    run_dir = str(tmp_path / "kill")
+    try:
+        summary = ray.get(
+            _coordinator(settings, run_dir, store, "2019-11-25", "2019-11-26", SYMBOLS).run.remote()
+        )
+        alert = received.get(timeout=30)
+    finally:
+        server.shutdown()
+    assert alert["alert"] in ("kill_switch", "daily_loss_halt") and alert["session"].startswith("paper-")
     assert summary["killed"] is True
     assert all(q == 0.0 for q in summary["positions"].values())
     events = [json.loads(line) for line in (Path(run_dir) / "events.jsonl").read_text().splitlines()]
