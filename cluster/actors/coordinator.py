@@ -362,17 +362,29 @@ class SessionCoordinator:
         self, t: int, ts: int, rows: dict[str, dict[str, Any]], prev_ts: int | None, day_index: int,
         risk: Any, actors: list,
     ) -> None:  # fmt: skip
-        """One bar: orders at its open (sized from the last close's decisions), then decisions at its
-        close."""
+        """One replayed bar: orders at its open (sized from the last close's decisions), then decisions at
+        its close."""
         started = time.perf_counter()
         for symbol, r in rows.items():
             self.gateway.set_price(symbol, float(r["open"]))
-        for event in await risk.on_open.remote(t, ts, {s: r["open"] for s, r in rows.items()}):
+        await self._open_half(t, ts, {s: r["open"] for s, r in rows.items()}, risk)
+        for symbol, r in rows.items():
+            self.gateway.set_price(symbol, float(r["close"]))
+        await self._close_half(t, ts, rows, prev_ts, day_index, risk, actors)
+        self._timing("bar_ms", (time.perf_counter() - started) * 1e3)
+
+    async def _open_half(self, t: int, ts: int, opens: dict[str, float], risk: Any) -> None:
+        """Orders at bar ``t``'s open: the risk actor sizes, approves and sends what closes decided."""
+        for event in await risk.on_open.remote(t, ts, opens):
             if "latency_ms" in event:
                 self._timing("intent_to_fill_ms", event["latency_ms"])
             self._log(event)
-        for symbol, r in rows.items():
-            self.gateway.set_price(symbol, float(r["close"]))
+
+    async def _close_half(
+        self, t: int, ts: int, rows: dict[str, dict[str, Any]], prev_ts: int | None, day_index: int,
+        risk: Any, actors: list,
+    ) -> None:  # fmt: skip
+        """Decisions at bar ``t``'s close: the symbol actors decide, the risk actor applies the rules."""
         closed = time.perf_counter()
         calls = []
         for actor, shard in actors:
@@ -393,7 +405,6 @@ class SessionCoordinator:
         # Bar close to intent: the symbols' decisions (their intents) and the risk actor's portfolio targets.
         self._timing("close_to_decision_ms", (decided - closed) * 1e3)
         self._timing("close_to_intent_ms", (done - closed) * 1e3)
-        self._timing("bar_ms", (done - started) * 1e3)
 
     def _timing(self, name: str, value: float) -> None:
         values = self.timings.setdefault(name, [])

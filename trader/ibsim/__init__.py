@@ -5,7 +5,7 @@ version handshake, start-up synchronisation (positions, open and completed order
 executions), contract details, historical and real-time bars and ticks replayed from a bar store or set by
 hand, MKT / LMT / STP / STP LMT orders with partial fills, commissions, rejections and cancels, pacing, and
 injected faults (dropped connections, restarts with state kept, IB connectivity loss, stalls, fills while
-no client is connected).
+no client is connected, skipped real-time bars, refused historical data).
 
 Example::
 

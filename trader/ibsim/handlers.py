@@ -382,16 +382,19 @@ def publish_market(gw: SimGateway, step: Step) -> None:
     keepUpToDate historical requests at the replay interval, a bar update.
 
     Real-time bars are the market events themselves (one per replayed bar, or per set price), stamped with
-    the event's start floored to 5 s; they are not resampled into 5-second slices of the replayed bar.
+    the event's start floored to 5 s; they are not resampled into 5-second slices of the replayed bar. A bar
+    marked with :meth:`SimGateway.skip_realtime_bar` is not sent as a real-time bar (its ticks still are).
     """
     event = step.event
     epoch = int(step.time.timestamp())
+    if (step.symbol, epoch) in gw.skipped_realtime:
+        gw.events.bump("realtime_skipped")  # a fault injected by SimGateway.skip_realtime_bar
     for s in gw.ready_sessions():
         for req_id, symbol in list(s.subs.market_data.items()):
             if symbol == step.symbol:
                 _send_ticks(gw, s, req_id, symbol)
         for req_id, symbol in list(s.subs.realtime_bars.items()):
-            if symbol == step.symbol:
+            if symbol == step.symbol and (symbol, epoch) not in gw.skipped_realtime:
                 s.send(
                     msg.realtime_bar(
                         req_id,
@@ -444,8 +447,11 @@ def req_historical_data(gw: SimGateway, s: ClientSession, r: FieldReader) -> Non
         s.error(req_id, 200, NO_SECURITY)
         return
     interval = BAR_SIZES.get(bar_size.lower())
+    gw.events.bump("history_requests")
     problem = ""
-    if interval is None:
+    if gw.history_refused:
+        problem = "HMDS query refused: historical data is switched off (simulated outage)"
+    elif interval is None:
         problem = f"Bar size {bar_size!r} is not served (use {', '.join(sorted(set(BAR_SIZES)))})"
     elif what not in HISTORY_SOURCES:
         problem = f"whatToShow {what!r} is not served (use {', '.join(sorted(HISTORY_SOURCES))})"

@@ -76,6 +76,9 @@ class SimGateway:
         self.desk = OrderDesk(self)
         self.port = config.port
         self.connectivity_ok = True
+        # Market-data faults (see skip_realtime_bar / refuse_history): (symbol, bar start epoch seconds).
+        self.skipped_realtime: set[tuple[str, int]] = set()
+        self.history_refused = False
         self._sessions: set[ClientSession] = set()
         self._server: asyncio.Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -429,6 +432,21 @@ class SimGateway:
             session.error(-1, code, text)
         if ok:
             self.desk.resume()
+
+    def skip_realtime_bar(self, symbol: str, at: dt.datetime | str) -> None:
+        """Fault: never send the real-time bar of ``symbol`` for the replayed bar starting at ``at`` (UTC; a
+        datetime or ISO text). Ticks, historical data and the store keep the bar, so a client sees a gap in
+        its real-time stream that it can back-fill. Counted as ``realtime_skipped`` events."""
+        when = dt.datetime.fromisoformat(at) if isinstance(at, str) else at
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=dt.UTC)
+        key = (symbol.upper(), int(when.timestamp()))
+        self._call(self.skipped_realtime.add, key)
+
+    def refuse_history(self, refuse: bool = True) -> None:
+        """Fault: while set, answer every historical-data request with error 162 (an HMDS outage) instead of
+        bars. Requests are counted as ``history_requests`` events either way."""
+        self._call(setattr, self, "history_refused", bool(refuse))
 
     def stall(self, seconds: float | None = None) -> None:
         """Hold every outgoing message for ``seconds`` (None = until :meth:`release`); requests are still
