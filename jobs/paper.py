@@ -2,10 +2,11 @@
 
 ``trader paper --config configs/paper.yaml --replay 2024-03-04:2024-03-08 [--speed N] [--out DIR]`` replays
 stored bars through the whole cluster (symbol session actors, portfolio risk actor, execution actor) and a
-simulated IB gateway. ``trader paper status``, ``trader paper stop`` and ``trader paper kill-switch
-[--reset]`` talk to a running session's named actors: on the cluster recorded in ``--run RUN_DIR``
-(``cluster.json``), else ``ray.address`` / ``RAY_ADDRESS``, else the local cluster Ray recorded last. Runs
-as ``python -m jobs.paper`` for ``ray job submit``.
+simulated IB gateway; without ``--replay`` the bars come live from the gateway at ``ibkr.host:port``
+(``--until DATE``: the last session; the store gives the warm-up history). ``trader paper status``,
+``trader paper stop`` and ``trader paper kill-switch [--reset]`` talk to a running session's named actors:
+on the cluster recorded in ``--run RUN_DIR`` (``cluster.json``), else ``ray.address`` / ``RAY_ADDRESS``,
+else the local cluster Ray recorded last. Runs as ``python -m jobs.paper`` for ``ray job submit``.
 """
 
 from __future__ import annotations
@@ -44,6 +45,9 @@ def _parse_replay(text: str) -> tuple[dt.date, dt.date]:
     default=None,
     help="Replay speed, x real time; 0 = as fast as possible (default: session.speed_multiplier).",
 )
+@click.option(
+    "--until", default=None, metavar="DATE", help="Live: trade through this session (default: one session)."
+)
 @click.option("--symbols", default=None, help="Comma-separated symbols (default: session.symbols).")
 @click.option("--store", default=None, help="Bar store URI (default: data.store).")
 @click.option("--interval", default=None, help="Bar interval (default: the first of session.streams).")
@@ -58,6 +62,7 @@ def paper(
     settings: Any,
     replay: str | None,
     speed: float | None,
+    until: str | None,
     symbols: str | None,
     store: str | None,
     interval: str | None,
@@ -75,12 +80,16 @@ def paper(
     from trader.config import with_overrides
     from trader.errors import ConfigError
 
-    if replay is None:
-        raise ConfigError(
-            "trader paper: live market data from the gateway is not built yet; use --replay START:END to run "
-            "the cluster over stored bars through the simulated gateway"
-        )
-    first, last = _parse_replay(replay)
+    live = replay is None
+    if live:
+        # Live: the gateway at ibkr.host:port streams the bars, from today's (or the next) session on.
+        from trader.calendar import get_calendar
+
+        calendar = get_calendar(settings.data.exchange)
+        first = calendar.first_trading_date(dt.datetime.now(dt.UTC).date())
+        last = _parse_replay(until)[0] if until else first
+    else:
+        first, last = _parse_replay(replay)
     names = [s.strip() for s in symbols.split(",")] if symbols else list(settings.session.symbols)
     if not names:
         raise ConfigError("trader paper: no symbols; set session.symbols or give --symbols")
@@ -108,7 +117,8 @@ def paper(
                 strategy=strategy,
             )
         )
-        click.echo(f"paper session in {run_dir}: {', '.join(names)} {first}..{last}", err=True)
+        mode = f"live from the gateway at {settings.ibkr.host}:{settings.ibkr.port}" if live else "replay"
+        click.echo(f"paper session ({mode}) in {run_dir}: {', '.join(names)} {first}..{last}", err=True)
         summary = ray.get(coordinator.run.remote())
     click.echo(
         f"{summary['state']}: {len(summary['sessions'])} sessions, {summary['bars']} bars, "

@@ -59,8 +59,12 @@ class SessionCoordinator:
         strategy: str | None = None,
         params: dict[str, Any] | None = None,
         session_id: str | None = None,
+        live: bool = False,
     ) -> None:
         self.settings, self.run = settings, RunDir(run_dir)
+        self.live = bool(live)
+        self._prev_ts_live: int | None = None
+        self.feed_quality: dict[str, Any] = {}
         self.symbols, self.store_uri, self.interval = sorted(symbols), store, interval
         self.start, self.end = dt.date.fromisoformat(start), dt.date.fromisoformat(end)
         self.strategy, self.params = strategy, params
@@ -114,8 +118,11 @@ class SessionCoordinator:
         from cluster.actors.symbol_session import SymbolSessionActor
         from trader.config import with_overrides
 
-        ibkr_overrides = {"ibkr.port": int(self.gateway.port), "ibkr.host": "127.0.0.1"}
-        settings = with_overrides(self.settings, ibkr_overrides)
+        settings = self.settings
+        if self.gateway is not None:  # replay: the simulated gateway in this process
+            settings = with_overrides(
+                settings, {"ibkr.port": int(self.gateway.port), "ibkr.host": "127.0.0.1"}
+            )
         secret = (
             self.settings.ibkr.approval_secret.get_secret_value()
             if self.settings.ibkr.approval_secret is not None
@@ -242,7 +249,7 @@ class SessionCoordinator:
         sessions = list(calendar.sessions(self.start, self.end))
         if not sessions:
             raise ValueError(f"paper: no trading session between {self.start} and {self.end}")
-        self.gateway = self._start_gateway()
+        self.gateway = None if self.live else self._start_gateway()
         execution, risk, actors = self._actors()
         # Held by the coordinator: a named actor lives only while a handle to it does.
         self._handles = (execution, risk, actors)
@@ -269,7 +276,9 @@ class SessionCoordinator:
             self._transitions(lifecycle.history_loaded(first_open - dt.timedelta(minutes=1)))
             self.state = "ready"
             t = 0
-            for day_index, day in enumerate(sessions):
+            if self.live:
+                await self._run_live(calendar, sessions, lifecycle, risk, actors)
+            for day_index, day in enumerate([] if self.live else sessions):
                 if self.stopping:
                     break
                 opened, closed = (x.to_pydatetime() for x in calendar.open_close(day))
@@ -314,6 +323,74 @@ class SessionCoordinator:
             return bars.filter(pl.col("ts").dt.date().is_in(days))
         local = pl.col("ts").dt.convert_time_zone(calendar.tz).dt.date()
         return bars.filter(local.is_in(days))
+
+    async def _run_live(self, calendar: Any, sessions: list, lifecycle: Any, risk: Any, actors: list) -> None:
+        """Live mode: bars from the gateway (:class:`cluster.marketdata.GatewayBars`) as they close.
+
+        Each bar is decided at its close and what it decided is sent at once (the next bar's open, priced
+        at this close), so a live order goes out within the bar close, not a bar later. Gaps are detected,
+        back-filled and logged by the feed (``market_data`` events); the run ends at the last session's
+        close or on :meth:`stop`.
+        """
+        from cluster.marketdata import GatewayBars
+        from trader.data.schema import interval_ns
+
+        ib = self.settings.ibkr
+        feed = GatewayBars(
+            ib.host, ib.port, int(ib.client_id) + 100, self.symbols, interval=self.interval,
+            calendar=calendar, gap_filler=self.settings.session.gap_filler, client_library=ib.client_library,
+        )  # fmt: skip
+        await feed.start()
+        step = interval_ns(self.interval)
+        last_close = int(calendar.open_close(sessions[-1])[1].value)
+        day: dt.date | None = None
+        day_index = -1
+        t = 0
+        prev_ts: int | None = self._prev_ts
+        self.state = "active"
+        try:
+            async for ts, rows, notes in feed.bars():
+                for note in notes:
+                    self._log({**note, "kind": "market_data", "note": note.get("kind")})
+                bar_day = dt.datetime.fromtimestamp(ts / 1e9, dt.UTC).astimezone(feed._tz).date()
+                if bar_day != day:
+                    if day is not None:
+                        await self._end_session(day, calendar, lifecycle, risk, actors)
+                    day, day_index = bar_day, day_index + 1
+                    opened = calendar.open_close(day)[0].to_pydatetime()
+                    self._transitions(lifecycle.advance(max(opened, lifecycle.session_open)))
+                if t == 0:
+                    await self._open_half(0, ts, {s: r["open"] for s, r in rows.items()}, risk)
+                await self._close_half(t, ts, rows, prev_ts, day_index, risk, actors)
+                await self._open_half(t + 1, ts + step, {s: r["close"] for s, r in rows.items()}, risk)
+                t += 1
+                prev_ts = self._prev_ts_live = ts
+                self.bars_done += 1
+                if len(self._events) > 5000:
+                    self._flush()
+                if self.stopping or ts + step >= last_close:
+                    break
+        finally:
+            self.feed_quality = {
+                s: {iv: q.share for iv, q in streams.items()} for s, streams in feed.quality().items()
+            }
+            for note in feed.take_notes():
+                self._log({**note, "kind": "market_data", "note": note.get("kind")})
+            await feed.close()
+        if day is not None and not self.stopping:
+            await self._end_session(day, calendar, lifecycle, risk, actors)
+        self._prev_ts = prev_ts
+
+    async def _end_session(
+        self, day: dt.date, calendar: Any, lifecycle: Any, risk: Any, actors: list
+    ) -> None:
+        for actor, _ in actors:
+            await actor.end_session.remote()
+        await risk.checkpoint.remote()
+        self._transitions(lifecycle.advance(calendar.open_close(day)[1].to_pydatetime()))
+        self.sessions_done.append(str(day))
+        self._log({"kind": "session", "transition": "closed", "date": str(day)})
+        self._flush()
 
     async def _run_session(
         self, day: dt.date, day_index: int, t: int, calendar: Any, store: Any, risk: Any, actors: list
@@ -496,6 +573,9 @@ class SessionCoordinator:
         return json_safe(summary)
 
     def _quality(self, symbol: str) -> float | None:
+        if self.live:
+            shares = list((self.feed_quality.get(symbol) or {}).values())
+            return min(shares) if shares else None
         q = self.quality.get(symbol)
         return None if not q or not q["expected"] else min(1.0, q["bars"] / q["expected"])
 
@@ -530,6 +610,7 @@ class SessionCoordinator:
             "state": self.state,
             "sessions_done": self.sessions_done,
             "bars": self.bars_done,
+            "last_ts": self._prev_ts_live if self.live else self._prev_ts,
             "quality": {s: self._quality(s) for s in self.symbols},
             "error": self.error,
             "pid": os.getpid(),

@@ -157,6 +157,15 @@ def test_real_spy_minutes_in_parity_with_the_backtest(
     assert_frame_equal(live.select(TRADE_COLUMNS), reference.select(TRADE_COLUMNS))
 
 
+def _wait_ts(coordinator: Any, when: dt.datetime) -> None:
+    import time
+
+    deadline = time.monotonic() + 120
+    while (ray.get(coordinator.status.remote()).get("last_ts") or 0) < when.timestamp() * 1e9:
+        assert time.monotonic() < deadline, "the session did not reach the time"
+        time.sleep(0.05)  # polling the coordinator for the event "bar at `when` processed"
+
+
 def _pid_of(actor_name: str, namespace: str) -> int:
     return int(ray.get(ray.get_actor(actor_name, namespace=namespace).status.remote())["pid"])
 
@@ -293,3 +302,51 @@ def test_status_kill_switch_and_stop_from_another_process(store: str, tmp_path: 
     summary = json.loads((Path(run_dir) / "summary.json").read_text())
     assert summary["state"] == "stopped" and summary["killed"] is True
     assert (Path(run_dir) / "checkpoints" / "risk.json").is_file()
+
+
+def test_live_mode_trades_bars_from_the_gateway_and_back_fills_a_gap(
+    cluster: None, store: str, tmp_path: Path
+) -> None:
+    from trader.ibsim import GatewayConfig, run_gateway
+
+    # A simulated gateway replays 2019-11-26 from the store at 300x (5 bars a second); the cluster takes its
+    # bars live from the real-time stream, as it would from IB Gateway.
+    config = GatewayConfig(
+        symbols=tuple(SYMBOLS[:2]), store=store, interval="1m", speed=300.0, start="2019-11-26T14:30:00",
+        account="DU7654321", initial_cash=1_000_000.0,
+    )  # fmt: skip
+    with run_gateway(config) as gw:
+        gw.skip_realtime_bar("SYN001", "2019-11-26T15:10:00")  # a gap in the live stream
+        settings = _settings(f"ibkr.port={gw.port}", "ibkr.client_id=31")
+        run_dir = str(tmp_path / "live")
+        coordinator = (
+            ray.remote(SessionCoordinator)
+            .options(name="coordinator", namespace=settings.ray.namespace, num_cpus=0, max_concurrency=16)
+            .remote(
+                settings,
+                run_dir,
+                symbols=SYMBOLS[:2],
+                store=store,
+                interval="1m",
+                start="2019-11-26",
+                end="2019-11-26",
+                live=True,
+            )
+        )
+        running = coordinator.run.remote()
+        _wait_bars(coordinator, 1)
+        # Past the gap (the feed starts with the replay already under way): stop 20 bars after 15:10.
+        _wait_ts(coordinator, dt.datetime(2019, 11, 26, 15, 30, tzinfo=dt.UTC))
+        ray.get(coordinator.stop.remote())
+        summary = ray.get(running)
+        positions = gw.positions()
+    assert summary["state"] == "stopped" and summary["bars"] >= 20
+    assert summary["decisions"] >= 2 * summary["bars"] - 1  # SYN001's skipped bar is not decided on
+    events = [json.loads(line) for line in (Path(run_dir) / "events.jsonl").read_text().splitlines()]
+    market = [e for e in events if e["kind"] == "market_data" and e.get("symbol") == "SYN001"]
+    notes = [e["note"] for e in market]
+    assert "gap" in notes and "backfill" in notes and notes.index("gap") < notes.index("backfill")
+    # The gap was seen at once and back-filled from the gateway's history; quality went back to 1.
+    # The broker's positions are what the risk actor holds: no order lost or doubled.
+    held = {s: q for s, q in summary["positions"].items() if q}
+    assert held == {s: q for s, q in positions.items() if q}
