@@ -78,7 +78,9 @@ __all__ = [
     "TickerSpec",
     "WalkForwardSettings",
     "available_profiles",
+    "dotted_key",
     "load_settings",
+    "parse_key_path",
     "render_settings",
     "with_overrides",
 ]
@@ -853,7 +855,7 @@ def _parse_value(text: str, where: str) -> Any:
         loader.dispose()
 
 
-def _dotted(loc: Sequence[str | int]) -> str:
+def dotted_key(loc: Sequence[str | int]) -> str:
     """('composer', 'strategies', 0, 'name') -> 'composer.strategies[0].name'."""
     out = ""
     for part in loc:
@@ -862,6 +864,17 @@ def _dotted(loc: Sequence[str | int]) -> str:
 
 
 _SEGMENT = re.compile(r"[^.\[\]]+")
+_dotted = dotted_key
+
+
+def parse_key_path(text: str, where: str = "key") -> KeyPath:
+    """``"composer.strategies[0].params.fast"`` -> ``("composer", "strategies", 0, "params", "fast")``: the
+    key syntax of ``--set`` and :func:`with_overrides`. ConfigError naming ``where`` when malformed.
+
+    >>> parse_key_path("risk.max_drawdown")
+    ('risk', 'max_drawdown')
+    """
+    return _parse_key_path(text, where)
 
 
 def _parse_key_path(text: str, where: str, *, relative: bool = False) -> KeyPath:

@@ -10,14 +10,9 @@ import dataclasses
 import datetime as dt
 import json
 import math
-import os
 import re
-import shutil
 import statistics
-import subprocess
-import tempfile
 from collections import Counter
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -721,126 +716,22 @@ def test_long_equity_is_downsampled_and_says_so(run_dir: Path) -> None:
     assert fig.data[0].x[0] == "2020-01-01 14:30"
 
 
-# -- headless Chromium ------------------------------------------------------------------------------------
-ERROR_RECORDER = """<script>
-(function () {
-  var errs = [];
-  function rec(m) {
-    errs.push(String(m));
-    document.documentElement.setAttribute("data-js-errors", JSON.stringify(errs));
-  }
-  document.documentElement.setAttribute("data-js-errors", "[]");
-  window.addEventListener("error", function (e) {
-    rec("error: " + (e.message || (e.target && (e.target.src || e.target.href)) || e.type));
-  }, true);
-  window.addEventListener("unhandledrejection", function (e) {
-    rec("unhandled rejection: " + (e.reason && e.reason.message ? e.reason.message : e.reason));
-  });
-  var original = console.error;
-  console.error = function () {
-    rec("console.error: " + Array.prototype.join.call(arguments, " "));
-    return original.apply(console, arguments);
-  };
-})();
-</script>"""
-_VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
-
-
-class _RenderedPlots(HTMLParser):
-    """Which plotly graph divs of a dumped DOM contain a rendered ``svg.main-svg``; the recorded JS errors."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.stack: list[tuple[str, str | None]] = []
-        self.plots: dict[str, bool] = {}
-        self.errors: list[str] | None = None
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        a = dict(attrs)
-        classes = (a.get("class") or "").split()
-        if tag == "html" and a.get("data-js-errors") is not None:
-            self.errors = json.loads(a["data-js-errors"] or "[]")
-        plot = None
-        if tag == "div" and "plotly-graph-div" in classes:
-            plot = a.get("id") or f"anon-{len(self.plots)}"
-            self.plots[plot] = False
-        if tag == "svg" and "main-svg" in classes:
-            for _, pid in self.stack:
-                if pid is not None:
-                    self.plots[pid] = True
-        if tag not in _VOID:
-            self.stack.append((tag, plot))
-
-    def handle_endtag(self, tag: str) -> None:
-        for i in range(len(self.stack) - 1, -1, -1):
-            if self.stack[i][0] == tag:
-                del self.stack[i:]
-                return
-
-
-def _chromium() -> str:
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found is None:
-        if os.environ.get("CI"):
-            pytest.fail(
-                "CI is set but chromium is not installed (apt-get install -y chromium; `make test` does it)"
-            )
-        pytest.skip("chromium is not installed (`make test` installs it; set CI=1 to make this a failure)")
-    return found
-
-
-def _dump_dom(chromium: str, page: Path) -> tuple[_RenderedPlots, str]:
-    with tempfile.TemporaryDirectory() as profile:
-        proc = subprocess.run(
-            [
-                chromium,
-                "--headless=new",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-dev-shm-usage",
-                "--no-first-run",
-                "--disable-extensions",
-                "--enable-logging=stderr",
-                "--v=0",
-                f"--user-data-dir={profile}",
-                "--window-size=1280,4000",
-                "--virtual-time-budget=15000",
-                "--dump-dom",
-                page.as_uri(),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=180,
-        )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    scan = _RenderedPlots()
-    scan.feed(proc.stdout)
-    scan.close()
-    assert scan.errors is not None, "the error recorder did not run: " + proc.stderr[-2000:]
-    return scan, proc.stderr
-
-
-def _console_lines(stderr: str) -> list[str]:
-    return [line for line in stderr.splitlines() if ":CONSOLE" in line]
-
-
-def test_report_renders_in_headless_chromium_without_errors(tmp_path: Path) -> None:
-    chromium = _chromium()
+def test_report_renders_in_headless_chromium_without_errors(tmp_path: Path, headless_chromium: Any) -> None:
     root = make_run_dir(tmp_path / "run", failed_fold=1)
     html = Path(build_report(str(root))).read_text(encoding="utf-8")
     head = '<meta charset="utf-8">'
     good = tmp_path / "good.html"
-    good.write_text(html.replace(head, head + ERROR_RECORDER, 1), encoding="utf-8")
+    good.write_text(html.replace(head, head + headless_chromium.recorder, 1), encoding="utf-8")
     # the same page broken twice over: plotly.js gone (every plot fails) and an explicit console.error
     from plotly.offline import get_plotlyjs
 
     broken = tmp_path / "broken.html"
     broken_html = html.replace(get_plotlyjs(), "", 1).replace(
-        head, head + ERROR_RECORDER + '<script>console.error("injected failure")</script>', 1
+        head, head + headless_chromium.recorder + '<script>console.error("injected failure")</script>', 1
     )
     broken.write_text(broken_html, encoding="utf-8")
 
-    scan, stderr = _dump_dom(chromium, good)
+    scan, stderr = headless_chromium.dump(good)
     expected = {
         f"fig-{k}" for k in ("equity", "drawdown", "fold_sharpe", "symbols", "params", "selection", "risk")
     }
@@ -848,13 +739,13 @@ def test_report_renders_in_headless_chromium_without_errors(tmp_path: Path) -> N
     assert all(scan.plots.values()), scan.plots
     assert scan.errors == []
     # Chromium logs every console message (any level) and uncaught exception as an INFO:CONSOLE line
-    assert _console_lines(stderr) == []
+    assert headless_chromium.console(stderr) == []
 
-    bad_scan, bad_stderr = _dump_dom(chromium, broken)
+    bad_scan, bad_stderr = headless_chromium.dump(broken)
     assert set(bad_scan.plots) == expected and not any(bad_scan.plots.values())
     assert any("injected failure" in e for e in bad_scan.errors or [])
     assert any("Plotly is not defined" in e for e in bad_scan.errors or []), bad_scan.errors
-    console = _console_lines(bad_stderr)
+    console = headless_chromium.console(bad_stderr)
     assert any("injected failure" in line for line in console), bad_stderr[-2000:]
     assert any("Uncaught ReferenceError" in line for line in console), bad_stderr[-2000:]
 
@@ -1016,14 +907,15 @@ def test_long_path_curves_are_downsampled_per_path_on_read(tmp_path: Path) -> No
     assert "Down-sampled for plotting" in render_report(str(root)).split('id="cpcv_paths"', 1)[1]
 
 
-def test_cpcv_report_renders_in_headless_chromium_without_errors(cpcv_run: Path, tmp_path: Path) -> None:
-    chromium = _chromium()
+def test_cpcv_report_renders_in_headless_chromium_without_errors(
+    cpcv_run: Path, tmp_path: Path, headless_chromium: Any
+) -> None:
     html = Path(build_report(str(cpcv_run))).read_text(encoding="utf-8")
     head = '<meta charset="utf-8">'
     good = tmp_path / "cpcv.html"
-    good.write_text(html.replace(head, head + ERROR_RECORDER, 1), encoding="utf-8")
-    scan, stderr = _dump_dom(chromium, good)
+    good.write_text(html.replace(head, head + headless_chromium.recorder, 1), encoding="utf-8")
+    scan, stderr = headless_chromium.dump(good)
     assert "fig-cpcv_paths" in scan.plots
     assert all(scan.plots.values()), scan.plots
     assert scan.errors == []
-    assert _console_lines(stderr) == []
+    assert headless_chromium.console(stderr) == []

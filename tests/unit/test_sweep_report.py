@@ -5,11 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-import os
-import shutil
-import subprocess
-import tempfile
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -291,113 +286,24 @@ def test_page_is_self_contained_and_notes_missing_plots(tmp_path: Path) -> None:
     assert Path(named).name == "elsewhere.html" and Path(named).is_file()
 
 
-ERROR_RECORDER = """<script>
-(function () {
-  var errs = [];
-  function rec(m) {
-    errs.push(String(m));
-    document.documentElement.setAttribute("data-js-errors", JSON.stringify(errs));
-  }
-  document.documentElement.setAttribute("data-js-errors", "[]");
-  window.addEventListener("error", function (e) { rec("error: " + (e.message || e.type)); }, true);
-  window.addEventListener("unhandledrejection", function (e) { rec("unhandled rejection: " + e.reason); });
-  var original = console.error;
-  console.error = function () {
-    rec("console.error: " + Array.prototype.join.call(arguments, " "));
-    return original.apply(console, arguments);
-  };
-})();
-</script>"""
-_VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
-
-
-class _RenderedPlots(HTMLParser):
-    """Which plotly graph divs of a dumped DOM contain a rendered ``svg.main-svg``; the recorded JS errors."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.stack: list[tuple[str, str | None]] = []
-        self.plots: dict[str, bool] = {}
-        self.errors: list[str] | None = None
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        a = dict(attrs)
-        classes = (a.get("class") or "").split()
-        if tag == "html" and a.get("data-js-errors") is not None:
-            self.errors = json.loads(a["data-js-errors"] or "[]")
-        plot = None
-        if tag == "div" and "plotly-graph-div" in classes:
-            plot = a.get("id") or f"anon-{len(self.plots)}"
-            self.plots[plot] = False
-        if tag == "svg" and "main-svg" in classes:
-            for _, pid in self.stack:
-                if pid is not None:
-                    self.plots[pid] = True
-        if tag not in _VOID:
-            self.stack.append((tag, plot))
-
-    def handle_endtag(self, tag: str) -> None:
-        for i in range(len(self.stack) - 1, -1, -1):
-            if self.stack[i][0] == tag:
-                del self.stack[i:]
-                return
-
-
-def _chromium() -> str:
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found is None:
-        if os.environ.get("CI"):
-            pytest.fail("CI is set but chromium is not installed (apt-get install -y chromium)")
-        pytest.skip("chromium is not installed (`make test` installs it; set CI=1 to make this a failure)")
-    return found
-
-
-def _render_in_chromium(page: Path) -> tuple[_RenderedPlots, list[str]]:
-    with tempfile.TemporaryDirectory() as profile:
-        proc = subprocess.run(
-            [
-                _chromium(),
-                "--headless=new",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-dev-shm-usage",
-                "--no-first-run",
-                "--disable-extensions",
-                "--enable-logging=stderr",
-                "--v=0",
-                f"--user-data-dir={profile}",
-                "--window-size=1280,4000",
-                "--virtual-time-budget=15000",
-                "--dump-dom",
-                page.as_uri(),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=180,
-        )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    scan = _RenderedPlots()
-    scan.feed(proc.stdout)
-    scan.close()
-    assert scan.errors is not None, "the error recorder did not run: " + proc.stderr[-2000:]
-    return scan, [line for line in proc.stderr.splitlines() if ":CONSOLE" in line]
-
-
-def _check_page(tmp_path: Path, study: optuna.Study, summary: dict[str, Any], expected: set[str]) -> None:
+def _check_page(
+    tmp_path: Path, study: optuna.Study, summary: dict[str, Any], expected: set[str], chromium: Any
+) -> None:
     path = Path(render_sweep_report(study, summary, RunDir(str(tmp_path))))
     head = '<meta charset="utf-8">'
     page = path.read_text(encoding="utf-8")
     assert page.count("Plotly.newPlot") == len(expected)
     probe = tmp_path / "probe.html"
-    probe.write_text(page.replace(head, head + ERROR_RECORDER, 1), encoding="utf-8")
-    scan, console = _render_in_chromium(probe)
+    probe.write_text(page.replace(head, head + chromium.recorder, 1), encoding="utf-8")
+    scan, stderr = chromium.dump(probe)
+    console = chromium.console(stderr)
     assert set(scan.plots) == expected
     assert all(scan.plots.values()), scan.plots
     assert scan.errors == []
     assert console == []
 
 
-def test_single_objective_page_renders_in_headless_chromium(tmp_path: Path) -> None:
+def test_single_objective_page_renders_in_headless_chromium(tmp_path: Path, headless_chromium: Any) -> None:
     settings = demo()
     space = search_space(settings)
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=1))
@@ -414,10 +320,10 @@ def test_single_objective_page_renders_in_headless_chromium(tmp_path: Path) -> N
         numbers.append(trial.number)
     summary = sweep_summary(study, settings, np.column_stack(columns), numbers, "1d")
     expected = {f"fig-{k}" for k in ("history", "importance", "parallel", "slice", "pbo")}
-    _check_page(tmp_path, study, summary, expected)
+    _check_page(tmp_path, study, summary, expected, headless_chromium)
 
 
-def test_two_objective_page_renders_in_headless_chromium(tmp_path: Path) -> None:
+def test_two_objective_page_renders_in_headless_chromium(tmp_path: Path, headless_chromium: Any) -> None:
     study = _two_objective_study(16)
     settings = demo("sweep.objectives=[sharpe, max_drawdown]")
     matrix = np.random.default_rng(5).normal(0.0, 0.01, (640, 16))
@@ -435,4 +341,4 @@ def test_two_objective_page_renders_in_headless_chromium(tmp_path: Path) -> None
             "pbo",
         )
     }
-    _check_page(tmp_path, study, summary, expected)
+    _check_page(tmp_path, study, summary, expected, headless_chromium)

@@ -54,7 +54,7 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 from pydantic import BaseModel, SecretStr
 
-from trader.config import Settings, SweepParam, with_overrides
+from trader.config import Settings, SweepParam, dotted_key, parse_key_path, with_overrides
 from trader.errors import ConfigError, DataError
 from trader.strategies import Param, get_strategy
 
@@ -83,7 +83,6 @@ MAX_GRID_POINTS = 1_000_000
 SHA_REDUCTION_FACTOR = 3
 
 _STRATEGY_KEY = re.compile(r"^composer\.strategies\[(\d+)\]\.params\.([A-Za-z_][A-Za-z0-9_]*)$")
-_SEGMENT = re.compile(r"[^.\[\]]+")
 _EPS = 1e-9  # tolerance (in steps) when placing a value on a step grid
 
 
@@ -130,36 +129,16 @@ def parse_key(key: str) -> tuple[str | int, ...]:
     >>> parse_key("composer.strategies[1].params.period")
     ('composer', 'strategies', 1, 'params', 'period')
     """
-    bad = ConfigError(f"sweep key {key!r} is not a dotted settings key such as composer.lookback")
-    parts: list[str | int] = []
-    pos = 0
-    while pos < len(key):
-        if key[pos] == "[":
-            end = key.find("]", pos)
-            if end < 0 or not key[pos + 1 : end].isdigit() or not parts:
-                raise bad
-            parts.append(int(key[pos + 1 : end]))
-            pos = end + 1
-            continue
-        if parts:
-            if key[pos] != ".":
-                raise bad
-            pos += 1
-        match = _SEGMENT.match(key, pos)
-        if match is None:
-            raise bad
-        parts.append(match.group(0))
-        pos = match.end()
-    if not parts:
-        raise bad
-    return tuple(parts)
+    try:
+        parts = parse_key_path(key, "sweep")
+    except ConfigError:
+        parts = ()
+    if not parts or any(isinstance(p, int) and p < 0 for p in parts):
+        raise ConfigError(f"sweep key {key!r} is not a dotted settings key such as composer.lookback")
+    return parts
 
 
-def _dotted(path: Sequence[str | int]) -> str:
-    out = ""
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
+_dotted = dotted_key
 
 
 @dataclass(frozen=True)
