@@ -21,6 +21,7 @@ import os
 import time
 from typing import Any
 
+from trader.errors import DataError
 from trader.rundir import RunDir, json_safe
 
 __all__ = ["SymbolSessionActor"]
@@ -50,6 +51,7 @@ class SymbolSessionActor:
         self.data = self._session_data(settings, interval)
         self.decisions = dict.fromkeys(self.symbols, 0)
         self.restored: list[str] = []
+        self.warmup_quality: dict[str, dict[str, float]] = {}
         self._since_checkpoint = 0
         self._restore()
 
@@ -96,6 +98,13 @@ class SymbolSessionActor:
                 out[symbol] = len(self.deciders[symbol])
                 continue
             self.deciders[symbol].warm(frame)
+            data = self.data.get(symbol)
+            if data is not None and frame.height:
+                # Streams, historical indicators (20-day volume...) and warm-up quality from the history.
+                with contextlib.suppress(DataError):
+                    self.warmup_quality[symbol] = {
+                        iv: q.share for iv, q in data.warm_up(frame.drop("symbol", strict=False)).items()
+                    }
             out[symbol] = len(self.deciders[symbol])
         return out
 
@@ -146,7 +155,6 @@ class SymbolSessionActor:
         data = self.data.get(symbol)
         if data is None:
             return
-        from trader.errors import DataError
         from trader.session import Bar
 
         # A bar the streams cannot place (off the session grid) is skipped there; decisions go on.
@@ -189,6 +197,7 @@ class SymbolSessionActor:
                 for s, d in self.deciders.items()
             },
             "restored": self.restored,
+            "warmup_quality": self.warmup_quality,
             "quality": {
                 s: {iv: d.quality(iv).share for iv in d.streams} for s, d in self.data.items() if d.session
             },

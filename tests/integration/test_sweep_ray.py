@@ -260,3 +260,17 @@ def test_a_sweep_reads_bars_from_s3_and_writes_its_run_there(s3_bucket: str, tmp
     for name in ("trials.parquet", "summary.json", "best.yaml", "study.journal", "sweep.html"):
         assert run.exists(name), name
     assert math.isfinite(summary["best"]["values"]["score"])
+
+
+def test_an_rdb_study_with_cmaes_is_shared_and_continued(store_dir: str, tmp_path: Path) -> None:
+    # An RDB URL (SQLite here; PostgreSQL in production) instead of the journal file: a second driver
+    # continues the same study by name, from another run folder.
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    settings = _settings("sweep.sampler=cmaes", f"sweep.storage_url={url}", "sweep.study_name=shared")
+    first = run_sweep(_request(store_dir, str(tmp_path / "a"), 3), settings, progress=False)
+    assert first["counts"]["complete"] == 3
+    assert not (tmp_path / "a" / "study.journal").exists()
+    second = run_sweep(_request(store_dir, str(tmp_path / "b"), 5), settings, resume=True, progress=False)
+    study = optuna.load_study(study_name="shared", storage=url)
+    assert second["counts"]["complete"] == 5 == len(study.trials)
+    assert sorted(t.number for t in study.trials) == list(range(5))
