@@ -185,6 +185,7 @@ def run_sweep(
     from cluster.runtime import connect, task_settings
     from trader.calendar import get_calendar
     from trader.data.store import BarStore
+    from trader.sweep.evaluate import path_sharpes
     from trader.sweep.space import (
         directions,
         make_pruner,
@@ -411,6 +412,11 @@ def run_sweep(
                     _save_returns(
                         run, number, [state.merged[f] for f in fold_ids if f in state.merged], trial
                     )
+                    if plan.kind == "cpcv":  # the distribution over backtest paths, not one history
+                        trial.set_user_attr(
+                            "path_sharpe",
+                            path_sharpes(state.merged, plan.paths_table, interval=interval, tz=calendar.tz),
+                        )
                     study.tell(trial, payload)
                     counts["complete"] += 1
                     if len(payload) == 1:
@@ -546,6 +552,17 @@ def _finish(
             comment=f"best trial {best['number']} of sweep {study.study_name}: {best.get('values')}",
         )
         run.write_bytes("best.yaml", text.encode())
+    if best and best.get("number") is not None:
+        sharpes = study.trials[best["number"]].user_attrs.get("path_sharpe")
+        if sharpes is not None:  # CPCV: the best trial's OOS Sharpe over the backtest paths
+            from trader.oos import distribution
+
+            values = np.array([np.nan if v is None else v for v in sharpes], dtype=float)
+            finite = values[np.isfinite(values)]
+            summary["paths"] = {
+                "trial": best["number"], "sharpe": sharpes, "distribution": distribution(values),
+                "frac_sharpe_le_0": float(np.mean(finite <= 0)) if finite.size else None,
+            }  # fmt: skip
     summary.update(
         study_name=study.study_name,
         this_run={**counts, "interrupted_rerun": interrupted},

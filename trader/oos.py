@@ -27,7 +27,15 @@ import polars as pl
 from trader.errors import DataError, SchemaError
 from trader.metrics import deflated_sharpe_ratio, sample_kurtosis, sample_skewness, summarize
 
-__all__ = ["PATH_PERCENTILES", "CPCVPaths", "cpcv_paths", "oos_summary", "stitch_equity", "trade_returns"]
+__all__ = [
+    "PATH_PERCENTILES",
+    "CPCVPaths",
+    "cpcv_paths",
+    "distribution",
+    "oos_summary",
+    "stitch_equity",
+    "trade_returns",
+]
 
 
 Frame = pl.DataFrame | pl.LazyFrame
@@ -154,7 +162,7 @@ def _session_day(interval: str, tz: str) -> pl.Expr:
     return pl.col("ts").dt.convert_time_zone(tz).dt.date()
 
 
-def _distribution(values: np.ndarray) -> dict[str, float | int]:
+def distribution(values: np.ndarray) -> dict[str, float | int]:
     """Mean, sample std (ddof=1), min, max and :data:`PATH_PERCENTILES` of the finite ``values``."""
     finite = values[np.isfinite(values)]
     out: dict[str, float | int] = {"n": int(finite.size)}
@@ -277,7 +285,7 @@ def cpcv_paths(
         "n_paths": len(paths),
         "n_groups": len(groups),
         **{
-            key: _distribution(np.array([p[key] for p in per_path], dtype=np.float64))
+            key: distribution(np.array([p[key] for p in per_path], dtype=np.float64))
             for key in _DISTRIBUTION_METRICS
         },
         "frac_sharpe_le_0": float(np.mean(sharpes[finite] <= 0.0)) if finite.any() else math.nan,

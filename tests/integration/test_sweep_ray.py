@@ -274,3 +274,21 @@ def test_an_rdb_study_with_cmaes_is_shared_and_continued(store_dir: str, tmp_pat
     study = optuna.load_study(study_name="shared", storage=url)
     assert second["counts"]["complete"] == 5 == len(study.trials)
     assert sorted(t.number for t in study.trials) == list(range(5))
+
+
+def test_cpcv_trials_report_their_sharpe_over_backtest_paths(store_dir: str, tmp_path: Path) -> None:
+    # N = 4 groups, k = 2: 6 splits, C(3, 1) = 3 backtest paths per trial.
+    settings = _settings(
+        "walkforward.scheme=cpcv",
+        "walkforward.n_groups=4",
+        "walkforward.k_test_groups=2",
+        "walkforward.embargo=2",
+    )
+    summary = run_sweep(_request(store_dir, str(tmp_path / "cv"), 3), settings, progress=False)
+    study = _study(str(tmp_path / "cv"))
+    for trial in study.trials:
+        assert len(trial.user_attrs["path_sharpe"]) == 3
+    paths = summary["paths"]
+    assert paths["trial"] == summary["best"]["number"] and paths["distribution"]["n"] == 3
+    best = study.trials[paths["trial"]].user_attrs["path_sharpe"]
+    assert paths["distribution"]["min"] == pytest.approx(min(best))

@@ -25,7 +25,14 @@ import polars as pl
 from trader.composer import composite_score
 from trader.metrics import summarize
 
-__all__ = ["FoldPartial", "evaluate_pieces", "merge_partials", "score_folds", "stitch_partials"]
+__all__ = [
+    "FoldPartial",
+    "evaluate_pieces",
+    "merge_partials",
+    "path_sharpes",
+    "score_folds",
+    "stitch_partials",
+]
 
 
 @dataclass
@@ -163,3 +170,28 @@ def score_folds(folds: Sequence[FoldPartial], settings: Any, *, interval: str) -
     metrics["score"] = composite_score(metrics, settings.composer.score_weights)
     metrics["n_bars"] = int(port.size)
     return metrics
+
+
+def path_sharpes(
+    folds: dict[int, FoldPartial], paths_table: pl.DataFrame, *, interval: str, tz: str
+) -> list[float | None]:
+    """CPCV: the annualised Sharpe ratio of each backtest path's portfolio (``paths_table`` as
+    :attr:`trader.walkforward.FoldPlan.paths_table`: for each path and group, the fold whose test window
+    supplies that group's sessions). None for a path with fewer than two bars."""
+    out: list[float | None] = []
+    for rows in paths_table.sort("path", "group").partition_by("path", maintain_order=True):
+        parts = []
+        for fold, start, end in rows.select("fold", "start", "end").iter_rows():
+            part = folds.get(int(fold))
+            if part is None:
+                continue
+            stamps = pl.Series(part.ts).cast(pl.Datetime("ns", "UTC"))
+            days = (
+                stamps.dt.date() if interval == "1d" else stamps.dt.convert_time_zone(tz).dt.date()
+            ).to_numpy()
+            keep = (days >= np.datetime64(start, "D")) & (days <= np.datetime64(end, "D")) & (part.count > 0)
+            parts.append(part.ret_sum[keep] / part.count[keep])
+        series = np.concatenate(parts) if parts else np.empty(0)
+        sharpe = summarize(series, interval=interval).get("sharpe") if series.size > 1 else None
+        out.append(None if sharpe is None or not np.isfinite(sharpe) else float(sharpe))
+    return out
