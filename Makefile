@@ -55,6 +55,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/bandit.py
 	$(BIN)/python bench/walkforward.py --interval 1d --symbols 500 --cpus 1,2
 	$(BIN)/python bench/execution.py
+	$(BIN)/python bench/sweep.py
+	$(BIN)/python bench/live.py --symbols 500 --days 1
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis .numba_cache

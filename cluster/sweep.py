@@ -26,6 +26,7 @@ Per trial the driver keeps only its folds' sums while it runs; each finished tri
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import logging
 import math
@@ -101,7 +102,7 @@ class _Running:
     settings: Any
     frozen: list[Any]  # trials finished when this one was asked: the pruner's view
     refs: dict[Any, tuple[int, int]] = field(default_factory=dict)  # task ref -> (group, batch)
-    parts: dict[int, list[Any]] = field(default_factory=dict)  # fold -> partials from the batches
+    parts: dict[int, dict[int, Any]] = field(default_factory=dict)  # fold -> batch -> partial
     merged: dict[int, Any] = field(default_factory=dict)  # fold -> merged partial (every batch in)
     reported: int = 0  # folds reported so far (a prefix in fold order)
     started: float = field(default_factory=time.perf_counter)
@@ -287,6 +288,7 @@ def run_sweep(
         # Fold groups are the pruning grain: about four per trial unless configured.
         per_group = wf.folds_per_task or max(1, math.ceil(plan.n_folds / 4))
         groups = [list(plan.folds[g : g + per_group]) for g in range(0, plan.n_folds, per_group)]
+        group_ends = list(itertools.accumulate(len(group) for group in groups))  # reporting steps, in folds
         session_arr = np.asarray(sessions, dtype="datetime64[D]")
         load = ray.remote(num_cpus=1, max_retries=wf.max_retries)(_load_task)
         bars_refs = [
@@ -349,33 +351,36 @@ def run_sweep(
             state.outcome = outcome
             finished[number] = state
 
-        def on_result(state: _Running, g: int, result: dict[str, Any]) -> None:
+        def on_result(state: _Running, g: int, b: int, result: dict[str, Any]) -> None:
             nonlocal task_seconds
+            from trader.sweep.evaluate import merge_partials, score_folds
+
             task_seconds += result["seconds"]
             state.task_seconds += result["seconds"]
             state.pids.add(result["pid"])
             for part in result["parts"]:
-                state.parts.setdefault(part.fold, []).append(part)
-                if len(state.parts[part.fold]) == len(batches):
-                    from trader.sweep.evaluate import merge_partials
-
-                    state.merged[part.fold] = merge_partials(state.parts.pop(part.fold))
-            # Report the running OOS score over the prefix of folds that is complete, fold by fold.
-            from trader.sweep.evaluate import score_folds
-
-            k = state.reported
-            while k < len(fold_ids) and fold_ids[k] in state.merged:
-                k += 1
-            if k > state.reported and len(study.directions) == 1 and k < len(fold_ids):
-                value = score_folds(
-                    [state.merged[f] for f in fold_ids[:k]], state.settings, interval=interval
-                )["score"]
-                state.reported = k
-                if math.isfinite(value):
-                    state.trial.report(float(value), k)
-                    if prune_decision(pruner, state.frozen, state.trial, k, float(value)):
-                        finish(state.trial.number, ("pruned", None))
-                        return
+                got = state.parts.setdefault(part.fold, {})
+                got[b] = part
+                if len(got) == len(batches):  # merged in batch order: the same sums whatever came first
+                    state.merged[part.fold] = merge_partials([got[i] for i in sorted(got)])
+                    del state.parts[part.fold]
+            # Report the running OOS score at each fold-group boundary, in order, once every fold before it
+            # is in: the steps (and so the pruner's decisions) do not depend on which task finished first.
+            if len(study.directions) == 1:
+                for step in group_ends:
+                    if step <= state.reported or step >= len(fold_ids):
+                        continue
+                    if not all(f in state.merged for f in fold_ids[:step]):
+                        break
+                    value = score_folds(
+                        [state.merged[f] for f in fold_ids[:step]], state.settings, interval=interval
+                    )["score"]
+                    state.reported = step
+                    if math.isfinite(value):
+                        state.trial.report(float(value), step)
+                        if prune_decision(pruner, state.frozen, state.trial, step, float(value)):
+                            finish(state.trial.number, ("pruned", None))
+                            return
             if not state.refs:
                 metrics = score_folds(
                     [state.merged[f] for f in fold_ids if f in state.merged],
@@ -462,13 +467,13 @@ def run_sweep(
                     owner = next((s for s in running.values() if ref in s.refs), None)
                     if owner is None:
                         continue
-                    g, _b = owner.refs.pop(ref)
+                    g, b = owner.refs.pop(ref)
                     try:
                         result = ray.get(ref)
                     except (ray.exceptions.RayTaskError, ray.exceptions.WorkerCrashedError) as exc:
                         finish(owner.trial.number, ("fail", _task_error(exc)))
                         continue
-                    on_result(owner, g, result)
+                    on_result(owner, g, b, result)
         wall = time.perf_counter() - t0
 
     summary = _finish(

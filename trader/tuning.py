@@ -314,7 +314,12 @@ def _trips(
             cost -= -closing * avg
             pos += closing
             signed -= closing
-            if abs(pos) < 1e-12:
+            # Float rounding can leave a sliver (1e-15 shares) on either side of an exact close; a sliver
+            # is no position, or it would open a "trip" of ~1e-13 notional with a huge return.
+            tol = 1e-9 * abs(qty[i])
+            if abs(signed) <= tol:
+                signed = 0.0
+            if abs(pos) <= max(1e-12, tol):
                 out[n_out] = pnl / entry if entry > 0.0 else 0.0
                 closed_at[n_out] = i
                 n_out += 1

@@ -173,6 +173,7 @@ class SessionCoordinator:
                     interval=self.interval,
                     strategy=self.strategy,
                     params=self.params,
+                    checkpoint_phase=7 * k,
                 )
             )
             actors.append((actor, shard))
@@ -442,11 +443,10 @@ class SessionCoordinator:
         """One replayed bar: orders at its open (sized from the last close's decisions), then decisions at
         its close."""
         started = time.perf_counter()
-        for symbol, r in rows.items():
-            self.gateway.set_price(symbol, float(r["open"]))
-        await self._open_half(t, ts, {s: r["open"] for s, r in rows.items()}, risk)
-        for symbol, r in rows.items():
-            self.gateway.set_price(symbol, float(r["close"]))
+        opens = {s: r["open"] for s, r in rows.items()}
+        self.gateway.set_prices(opens)
+        await self._open_half(t, ts, opens, risk)
+        self.gateway.set_prices({s: r["close"] for s, r in rows.items()})
         await self._close_half(t, ts, rows, prev_ts, day_index, risk, actors)
         self._timing("bar_ms", (time.perf_counter() - started) * 1e3)
 

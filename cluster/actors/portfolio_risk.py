@@ -87,17 +87,17 @@ class PortfolioRiskActor:
 
     def checkpoint(self) -> None:
         """Write the stepper, kill switch and counters to ``checkpoints/risk.json`` (atomic)."""
+        # The stepper's state is JSON-safe already; its trades and rule firings are in the journal and the
+        # event log, so the checkpoint stays the same size however long the session runs.
         self.run.write_json(
             "checkpoints/risk.json",
-            json_safe(
-                {
-                    "stepper": self.stepper.state(),
-                    "manual_kill": self.manual_kill,
-                    "counts": self.counts,
-                    "last_bar": self.last_bar,
-                    "at": dt.datetime.now(dt.UTC).isoformat(),
-                }
-            ),
+            {
+                "stepper": self.stepper.state(history=False),
+                "manual_kill": self.manual_kill,
+                "counts": json_safe(self.counts),
+                "last_bar": self.last_bar,
+                "at": dt.datetime.now(dt.UTC).isoformat(),
+            },
         )
 
     def _execution(self) -> Any:

@@ -41,6 +41,7 @@ class SymbolSessionActor:
         strategy: str | None = None,
         params: dict[str, Any] | None = None,
         checkpoint_every: int = 30,
+        checkpoint_phase: int = 0,
     ) -> None:
         from trader.live.decide import Decider
 
@@ -52,7 +53,8 @@ class SymbolSessionActor:
         self.decisions = dict.fromkeys(self.symbols, 0)
         self.restored: list[str] = []
         self.warmup_quality: dict[str, dict[str, float]] = {}
-        self._since_checkpoint = 0
+        # Actors checkpoint on different bars (phase), so their disk writes do not all land on one bar.
+        self._since_checkpoint = int(checkpoint_phase) % max(1, self.checkpoint_every)
         self._restore()
 
     def _session_data(self, settings: Any, interval: str) -> dict[str, Any]:
@@ -106,6 +108,8 @@ class SymbolSessionActor:
                         iv: q.share for iv, q in data.warm_up(frame.drop("symbol", strict=False)).items()
                     }
             out[symbol] = len(self.deciders[symbol])
+        for decider in self.deciders.values():
+            decider.decide()  # loads the compiled kernels now, not on the session's first bar
         return out
 
     async def on_bars(

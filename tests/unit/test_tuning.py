@@ -31,6 +31,7 @@ from trader.tuning import (
     Candidate,
     candidate_grid,
     candidate_weights,
+    round_trip_returns,
     round_trip_stats,
     score_runs,
     warmup_bars,
@@ -477,3 +478,14 @@ def test_score_runs_accepts_fills_interleaved_across_runs(demo: Any) -> None:
     _, metrics = score_runs(returns, trades, periods_per_year=PPY, score_weights={"win_rate": 1.0})
     assert [m["n_trips"] for m in metrics] == [1.0, 1.0]
     assert metrics[0]["avg_trade"] == pytest.approx((10 * 10 - 2) / 1000)
+
+
+def test_a_close_off_by_float_rounding_opens_no_sliver_trip() -> None:
+    # The simulator's closing fill can differ from the position by one rounding step; the sliver left over
+    # must not become a trip of ~1e-13 notional (whose return would be astronomically large).
+    group = np.zeros(4, np.int64)
+    qty = np.array([10.0, -10.000000000000002, 5.0, -5.0])
+    price = np.array([100.0, 101.0, 100.0, 99.0])
+    fee = np.ones(4)
+    trips = round_trip_returns(group, qty, price, fee)
+    assert trips.tolist() == pytest.approx([(10.0 - 2.0) / 1000.0, (-5.0 - 2.0) / 500.0])

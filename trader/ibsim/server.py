@@ -29,7 +29,7 @@ import contextlib
 import datetime as dt
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from trader.errors import ConfigError
@@ -358,6 +358,14 @@ class SimGateway:
         """Set the last price of ``symbol`` (USD) and optionally the shares traded at it (caps fills at
         ``max_volume_share`` x volume); working orders are matched and ticks go to subscribers."""
         self._call(self._set_price, symbol, float(price), volume)
+
+    def set_prices(self, prices: Mapping[str, float]) -> None:
+        """:meth:`set_price` for many symbols in one call (one hop to the gateway's thread, not one each)."""
+        self._call(self._set_prices, {s: float(p) for s, p in prices.items()})
+
+    def _set_prices(self, prices: Mapping[str, float]) -> None:
+        for symbol, price in prices.items():
+            self._set_price(symbol, price, None)
 
     def advance(self, bars: int = 1) -> int:
         """Replay the next ``bars`` bar times (all symbols); returns how many happened (0 at the end)."""

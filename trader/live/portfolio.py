@@ -584,9 +584,13 @@ class PortfolioStepper:
 
     # -- checkpoint ------------------------------------------------------------------------------------
 
-    def state(self) -> dict[str, Any]:
+    def state(self, *, history: bool = True) -> dict[str, Any]:
         """A JSON-safe checkpoint (plain dicts, lists, numbers, strings; no NaN) that :meth:`from_state`
         restores exactly, mid-bar included (between on_open and on_close).
+
+        ``history=False`` leaves out the trades and rule firings so far (they grow with the session; a live
+        system keeps them in its order journal and event log): the restored stepper trades on identically,
+        its :attr:`trades` and :attr:`events` starting empty.
 
         >>> import json
         >>> from trader.sim import SimConfig
@@ -625,8 +629,8 @@ class PortfolioStepper:
                 }
                 for j, p in sorted(self._plans.items())
             ],
-            "trades": [_enc_list(row) for row in self._trades],
-            "events": [_enc_list(row) for row in self._events],
+            "trades": [_enc_list(row) for row in self._trades] if history else [],
+            "events": [_enc_list(row) for row in self._events] if history else [],
         }
 
     @classmethod
