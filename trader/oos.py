@@ -40,7 +40,7 @@ __all__ = [
 
 Frame = pl.DataFrame | pl.LazyFrame
 # Per-symbol metrics read a source of at most this many rows whole (then split it), else filter per symbol.
-_LOAD_WHOLE_ROWS = 5_000_000
+_LOAD_WHOLE_ROWS = 2_000_000
 
 
 def _lazy(frame: Frame) -> pl.LazyFrame:
