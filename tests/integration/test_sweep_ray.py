@@ -118,17 +118,21 @@ def test_best_yaml_reproduces_the_best_trial_in_a_backtest(store_dir: str, tmp_p
     assert score == pytest.approx(best["values"]["score"], rel=1e-9, abs=1e-12)
 
 
+PRUNE = (
+    "sweep.pruner=median",
+    "sweep.pruner_startup_trials=3",
+    "sweep.pruner_warmup_folds=0",
+    "sweep.concurrency=1",
+    "walkforward.folds_per_task=1",
+    "walkforward.symbols_per_task=1",
+    "sweep.space={costs.commission_bps: {low: 0.0, high: 300.0}}",
+)
+
+
 def test_pruning_stops_bad_trials_early(store_dir: str, tmp_path: Path) -> None:
     # Commission from 0 to 300 bps of notional per fill: the expensive trials lose badly from the first
     # fold on, so the median pruner (after 3 finished trials, from the first fold) stops them early.
-    settings = _settings(
-        "sweep.pruner=median",
-        "sweep.pruner_startup_trials=3",
-        "sweep.pruner_warmup_folds=0",
-        "sweep.concurrency=1",
-        "walkforward.folds_per_task=1",
-        "sweep.space={costs.commission_bps: {low: 0.0, high: 300.0}}",
-    )
+    settings = _settings(*PRUNE)
     run_dir = str(tmp_path / "prune")
     summary = run_sweep(_request(store_dir, run_dir, 12), settings, progress=False)
     trials = _trials(run_dir)
@@ -140,6 +144,14 @@ def test_pruning_stops_bad_trials_early(store_dir: str, tmp_path: Path) -> None:
         assert len(row["fold_scores"]) < n_folds
     cheap = trials.filter(pl.col("state") == "COMPLETE")["params_costs.commission_bps"].median()
     assert pruned["params_costs.commission_bps"].median() > cheap
+    # With two trials at once and fold groups finishing in any order, the same seed prunes the same trials.
+    again_dir = str(tmp_path / "again")
+    parallel = _settings(*[o for o in PRUNE if "concurrency" not in o], "sweep.concurrency=2")
+    first = run_sweep(_request(store_dir, again_dir, 8), parallel, progress=False)
+    second = run_sweep(_request(store_dir, str(tmp_path / "again2"), 8), parallel, progress=False)
+    keep = ["number", "state", "params_costs.commission_bps", "fold_scores", "value"]
+    assert _trials(again_dir).select(keep).equals(_trials(str(tmp_path / "again2")).select(keep))
+    assert first["counts"] == second["counts"]
 
 
 def _cli(*args: str) -> list[str]:
