@@ -5,7 +5,7 @@ hold). The risk actor turns the portfolio's targets into orders exactly as the b
 (:class:`trader.live.portfolio.PortfolioStepper`: position and per-symbol caps, gross leverage, max open
 positions, vol targeting, stop losses, the daily loss halt and the drawdown kill switch, sizing at the next
 open from the portfolio's value), each one of them the backtest's rule functions from :mod:`trader.risk`, then
-applies the manual kill switch and an order-rate limit, signs an
+applies the manual kill switch and paces the order rate, signs an
 :class:`~trader.broker.order.Approval` (or a rejection naming the rule) that the execution actor verifies, and
 forwards approved orders. Fills come back from the execution actor and update the stepper, so the next
 decision sizes from the broker's positions and cash.
@@ -21,14 +21,14 @@ import dataclasses
 import datetime as dt
 import math
 import time
-from collections import deque
 from typing import Any
 
+from trader.broker.execution import TokenBucket
 from trader.rundir import RunDir, json_safe
 
 __all__ = ["PortfolioRiskActor"]
 
-#: Orders per second the risk actor lets through (a burst guard in front of the execution actor's pacing).
+#: Orders per second the risk actor sends on (paced: a burst waits, it is never refused).
 MAX_ORDERS_PER_SECOND = 40.0
 #: How long an order may take to finish before its unfilled rest is cancelled (seconds).
 FILL_WAIT_SECONDS = 30.0
@@ -69,7 +69,7 @@ class PortfolioRiskActor:
         self._namespace = namespace or settings.ray.namespace
         self.manual_kill = False
         self.counts: dict[str, Any] = {"intents": 0, "approved": 0, "rejected": {}, "fills": 0, "orders": 0}
-        self._recent: deque[float] = deque()
+        self._bucket = TokenBucket(MAX_ORDERS_PER_SECOND)
         self.last_bar: int = -1
         self._restore()
 
@@ -141,8 +141,9 @@ class PortfolioRiskActor:
             reason = None
             if self.manual_kill and abs(held + qty) > abs(held):
                 reason = "kill_switch: trading halted until `trader paper kill-switch --reset`"
-            elif not self._rate_ok():
-                reason = f"order_rate: more than {MAX_ORDERS_PER_SECOND:g} orders per second"
+            else:
+                # The order rate is paced, not refused: a refused order would trade a bar late.
+                await self._bucket.acquire()
             approval = Approval.sign(
                 intent, self._secret, approved=reason is None, reason=reason or "", approver="portfolio-risk",
                 limits={"equity": float(self.stepper.equity)},
@@ -205,15 +206,6 @@ class PortfolioRiskActor:
         return events
 
     # -- controls ------------------------------------------------------------------------------------------
-
-    def _rate_ok(self) -> bool:
-        now = time.monotonic()
-        while self._recent and now - self._recent[0] > 1.0:
-            self._recent.popleft()
-        if len(self._recent) >= MAX_ORDERS_PER_SECOND:
-            return False
-        self._recent.append(now)
-        return True
 
     async def kill_switch(self, reset: bool = False) -> dict[str, Any]:
         """Halt (flatten every symbol at the next open, no new entries) or, with ``reset``, re-arm trading."""
