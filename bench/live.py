@@ -76,21 +76,9 @@ ACTOR_KINDS = ("SymbolSessionActor", "PortfolioRiskActor", "ExecutionActor", "Se
 
 def build_store(uri: str, n_symbols: int) -> dict[str, Any]:
     """Write the missing symbols' 1-minute bars (seed 7) to the store at ``uri``; returns names and timing."""
-    from trader.data.store import BarStore
-    from trader.data.synth import synth_bars, synth_symbol_names
+    from trader.data.synth import fill_synth_store
 
-    store = BarStore(uri)
-    names = synth_symbol_names(n_symbols)
-    have = set(store.symbols("1m")) if Path(uri).exists() else set()
-    t0 = time.perf_counter()
-    bars = 0
-    for name in names:
-        if name in have:
-            continue
-        frame = synth_bars(name, "1m", STORE_START, STORE_END, seed=7)
-        store.write_bars(name, "1m", frame)
-        bars += frame.height
-    return {"store_build_s": round(time.perf_counter() - t0, 2), "bars_written": bars, "symbols": names}
+    return fill_synth_store(uri, "1m", n_symbols, STORE_START, STORE_END, seed=7)
 
 
 # -- process memory ----------------------------------------------------------------------------------------

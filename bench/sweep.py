@@ -73,21 +73,9 @@ SPACE = (
 
 def build_store(uri: str, n_symbols: int) -> dict[str, Any]:
     """Write the daily bars of ``SYN000..`` that the store lacks; return the names and what it cost."""
-    from trader.data.store import BarStore
-    from trader.data.synth import synth_bars, synth_symbol_names
+    from trader.data.synth import fill_synth_store
 
-    store = BarStore(uri)
-    names = synth_symbol_names(n_symbols)
-    have = set(store.symbols("1d")) if Path(uri).exists() else set()
-    t0 = time.perf_counter()
-    bars = 0
-    for name in names:
-        if name in have:
-            continue
-        frame = synth_bars(name, "1d", "2020-01-01", "2024-12-31", seed=7)
-        store.write_bars(name, "1d", frame)
-        bars += frame.height
-    return {"store_build_s": round(time.perf_counter() - t0, 2), "bars_written": bars, "symbols": names}
+    return fill_synth_store(uri, "1d", n_symbols, "2020-01-01", "2024-12-31", seed=7)
 
 
 def sweep_command(args: argparse.Namespace, symbols: list[str], out: str) -> list[str]:

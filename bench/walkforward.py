@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -31,22 +32,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
-def build_store(uri: str, interval: str, n_symbols: int) -> dict[str, float]:
-    from trader.data.store import BarStore
-    from trader.data.synth import synth_bars, synth_symbol_names
+def build_store(uri: str, interval: str, n_symbols: int) -> dict[str, Any]:
+    """The 5-year synthetic store (seed 7), written once and reused."""
+    from trader.data.synth import fill_synth_store
 
-    store = BarStore(uri)
-    names = synth_symbol_names(n_symbols)
-    have = set(store.symbols(interval)) if Path(uri).exists() else set()
-    t0 = time.perf_counter()
-    bars = 0
-    for name in names:
-        if name in have:
-            continue
-        frame = synth_bars(name, interval, "2020-01-01", "2024-12-31", seed=7)
-        store.write_bars(name, interval, frame)
-        bars += frame.height
-    return {"store_build_s": round(time.perf_counter() - t0, 2), "bars_written": bars, "symbols": names}
+    return fill_synth_store(uri, interval, n_symbols, "2020-01-01", "2024-12-31", seed=7)
 
 
 def run_once(store: str, interval: str, symbols: list[str], cpus: int, grid: int) -> dict[str, float]:

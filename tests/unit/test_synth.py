@@ -362,3 +362,14 @@ def test_range_without_sessions_is_empty() -> None:
         bars = synth_bars("SYN000", interval, "2019-11-28", "2019-11-28", seed=1)  # Thanksgiving
         assert bars.height == 0 and bars.schema == pl.Schema(POLARS_SCHEMA)
     assert synth_regimes("SYN000", "2019-12-28", "2019-12-29", seed=1).height == 0  # a weekend
+
+
+def test_fill_synth_store_writes_the_missing_symbols_once(tmp_path) -> None:
+    from trader.data.store import BarStore
+    from trader.data.synth import fill_synth_store
+
+    first = fill_synth_store(str(tmp_path), "1d", 3, "2021-01-01", "2021-03-31", seed=7)
+    assert first["symbols"] == ["SYN000", "SYN001", "SYN002"] and first["bars_written"] > 0
+    again = fill_synth_store(str(tmp_path), "1d", 4, "2021-01-01", "2021-03-31", seed=7)
+    one = BarStore(str(tmp_path)).read_bars(["SYN003"], "1d")
+    assert again["bars_written"] == one.height  # only the new symbol was written
