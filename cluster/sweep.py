@@ -346,8 +346,10 @@ def run_sweep(
 
         def finish(number: int, outcome: tuple[str, Any]) -> None:
             state = running.pop(number)
-            for ref in list(state.refs):
-                ray.cancel(ref)
+            # Its tasks still in flight run on and their results are dropped. Not ray.cancel: in Ray 2.60 a
+            # cancel racing a task's completion can abort the driver ("Tried to complete task that was not
+            # pending"), seen in this suite.
+            state.refs.clear()
             state.outcome = outcome
             finished[number] = state
 
