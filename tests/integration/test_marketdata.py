@@ -153,8 +153,13 @@ def test_skipped_realtime_bar_and_refused_history_hooks(gateway) -> None:
             await ib.reqCurrentTimeAsync()  # a round trip: the subscription is in before the replay moves
             gw.skip_realtime_bar("AAA", at(2))
             await advance(gw, 3)  # bars at +1, +2 (skipped) and +3 min
+            # Await updates, re-checking after each: a bar landing between the check and the await must not
+            # leave the wait hanging for an update that already happened.
+            deadline = asyncio.get_running_loop().time() + 10
             while len(realtime) < 2:
-                await asyncio.wait_for(ib.updateEvent, 10)
+                assert asyncio.get_running_loop().time() < deadline, f"real-time bars: {list(realtime)}"
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(ib.updateEvent, 0.25)
             gw.refuse_history()
             refused = await ib.reqHistoricalDataAsync(aaa, "", "600 S", "1 min", "TRADES", True, formatDate=2)
             gw.refuse_history(False)
