@@ -70,6 +70,8 @@ def run_once(store: str, interval: str, symbols: list[str], cpus: int, grid: int
         return {
             "cpus": cpus,
             "wall_s": round(wall, 2),
+            # setup (Ray start, planning), tasks, driver outputs; the report is the rest of wall_s
+            "phases_s": summary["phases"],
             "task_s_sum": round(sum(o["seconds"] for o in outcomes), 2),
             "tasks": len(outcomes),
             "symbols_per_task": len(outcomes[0]["symbols"]) if outcomes else 0,

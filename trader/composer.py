@@ -92,7 +92,7 @@ def _as_targets(targets: Any) -> np.ndarray:
         arr = arr[:, None]
     if arr.ndim != 2:
         raise DataError(f"targets must be (bars, strategies), got shape {arr.shape}")
-    return np.ascontiguousarray(arr)
+    return arr if arr.flags.f_contiguous else np.ascontiguousarray(arr)  # either order; never strided
 
 
 def _as_returns(returns: Any, n: int) -> np.ndarray:
@@ -194,37 +194,51 @@ def _blend_kernel(
     min_confidence: float,
     first: int,
     hold: bool,
+    keep_weights: bool,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     # One pass per bar: softmax over the logits (plus the flat arm at logit 0), the weighted sum of the
     # targets, the confidence floor and the warm-up / NaN rules. Fused because tuning blends every
     # candidate over every minute bar: numpy's temporaries cost more than the arithmetic.
     n, k = tg.shape
     width = k + 1 if include_flat else k
-    weights = np.empty((n, width), dtype=np.float64)
+    # Tuning never reads the weights: not writing them saves a bars x arms array per candidate.
+    weights = np.empty((n if keep_weights else 0, width), dtype=np.float64)
     target = np.zeros(n, dtype=np.float64)
     leader = np.full(n, -1, dtype=np.int16)
     e = np.empty(width, dtype=np.float64)
+    z = np.empty(k, dtype=np.float64)
+    # The last bar's scaled logits and shift: a strategy whose score did not move (a flat stretch) keeps
+    # its exponential, which is most of a bar's cost. Reuse gives the identical value, so results are the
+    # same bit for bit.
+    z_prev = np.full(k, np.nan)
+    top_prev = np.nan
     prev = 0.0
     for t in range(n):
         top = 0.0 if include_flat else -np.inf
         for j in range(k):
-            z = logits[t, j] / temperature
-            if z > top:
-                top = z
+            z[j] = logits[t, j] / temperature
+            if z[j] > top:
+                top = z[j]
+        same_top = top == top_prev
         total = 0.0
         for j in range(k):
-            e[j] = math.exp(logits[t, j] / temperature - top)
+            if not (same_top and z[j] == z_prev[j]):
+                e[j] = math.exp(z[j] - top)
+                z_prev[j] = z[j]
             total += e[j]
         if include_flat:
-            e[k] = math.exp(0.0 - top)
+            if not same_top:
+                e[k] = math.exp(0.0 - top)
             total += e[k]
+        top_prev = top
         blended = 0.0
         nan_row = False
         best = -1
         best_w = -1.0
         for j in range(width):
             w = e[j] / total
-            weights[t, j] = w
+            if keep_weights:
+                weights[t, j] = w
             if j < k:
                 v = tg[t, j]
                 if np.isnan(v):
@@ -280,6 +294,7 @@ def blend_targets(
     hold_on_nan: bool = False,
     include_flat: bool = True,
     scores: np.ndarray | None = None,
+    keep_weights: bool = True,
 ) -> Blend:
     """Blend strategies' target weights (bars x strategies) into one target per bar; see the module doc.
 
@@ -289,6 +304,7 @@ def blend_targets(
     compared with ``|blended target|``. ``min_history_bars`` is the index (from 0) of the first deciding bar.
     Everything at bar t uses rows <= t only. ``scores``: the strategies' :func:`strategy_scores`, when the
     caller already has them (tuning shares them between candidates); computed here when None.
+    ``keep_weights=False`` leaves ``Blend.weights`` empty (0 rows), for callers that need only the targets.
 
     >>> import numpy as np
     >>> tg = np.column_stack([np.ones(60), -np.ones(60)])
@@ -325,14 +341,16 @@ def blend_targets(
             codes, styles, trend_bias=trend_bias, chop_bias=chop_bias, volatile_bias=volatile_bias
         )
     # The flat arm's target is 0, so it only dilutes.
+    # C (bars x strategies) or F order (tuning's column-per-strategy arrays): the kernel reads either.
     target, weights, leader = _blend_kernel(
-        np.ascontiguousarray(tg),
-        np.ascontiguousarray(logits),
+        tg if tg.flags.f_contiguous else np.ascontiguousarray(tg),
+        logits if logits.flags.f_contiguous else np.ascontiguousarray(logits),
         float(temperature),
         bool(include_flat),
         float(min_confidence),
         int(min_history_bars),
         bool(hold_on_nan),
+        bool(keep_weights),
     )
     return Blend(target=target, weights=weights, scores=scores, logits=logits, leader=leader)
 
@@ -437,12 +455,18 @@ class Composer:
         return self.blend_from(self.strategy_targets(bars), arrays.close, regimes)
 
     def blend_from(
-        self, targets: Any, close: Any, regimes: Any | None = None, scores: np.ndarray | None = None
+        self,
+        targets: Any,
+        close: Any,
+        regimes: Any | None = None,
+        scores: np.ndarray | None = None,
+        *,
+        keep_weights: bool = True,
     ) -> Blend:
         """The level-1 blend of precomputed strategy ``targets`` (bars x strategies) on ``close`` prices.
 
         For callers that share strategy signals between many composers (parameter grids); ``regimes`` as in
-        :meth:`blend` (None = no regime bias); ``scores`` as in :func:`blend_targets`.
+        :meth:`blend` (None = no regime bias); ``scores`` and ``keep_weights`` as in :func:`blend_targets`.
         """
         close = np.asarray(close, dtype=np.float64)
         returns = np.full(close.shape, np.nan)
@@ -463,6 +487,7 @@ class Composer:
             hold_on_nan=self.hold_on_nan,
             include_flat=self.include_flat,
             scores=scores,
+            keep_weights=keep_weights,
         )
 
     def target_weights(self, bars: Any, regimes: Any | None = None) -> np.ndarray:

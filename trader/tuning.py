@@ -216,8 +216,9 @@ def candidate_signals(
     need = ("open", "high", "low", "close", "volume")
     arrays = as_bar_arrays(bars, need, where="tuning")
     n = len(arrays)
-    out = np.empty((n, len(candidates)))
-    leaders = np.zeros((n, len(candidates)), dtype=np.int16)
+    # Column-major: each candidate's column is written whole, and simulate_many reads runs x bars.
+    out = np.empty((n, len(candidates)), order="F")
+    leaders = np.zeros((n, len(candidates)), dtype=np.int16, order="F")
     arms: list[list[str]] = []
     base = Composer.from_settings(settings) if any(c.strategy == "composer" for c in candidates) else None
     needs_regimes = base is not None and base._needs_regimes()
@@ -247,8 +248,8 @@ def candidate_signals(
             continue
         assert base is not None
         specs = _strategy_specs(candidate)
-        targets = np.empty((n, len(specs)))
-        scores = np.empty((n, len(specs)))
+        targets = np.empty((n, len(specs)), order="F")
+        scores = np.empty((n, len(specs)), order="F")
         for k, (spec, p) in enumerate(specs):
             key = spec.name + json.dumps(p, sort_keys=True, default=float)
             if key not in signal_cache:
@@ -270,7 +271,7 @@ def candidate_signals(
             hold_on_nan=base.hold_on_nan,
             score_weights=base.score_weights,
         )
-        blend = composer.blend_from(targets, arrays.close, regimes, scores=scores)
+        blend = composer.blend_from(targets, arrays.close, regimes, scores=scores, keep_weights=False)
         out[:, j] = blend.target
         leaders[:, j] = blend.leader
         arms.append(list(candidate.params))

@@ -430,3 +430,29 @@ def test_rank_candidates() -> None:
     by_name = rank_candidates({"sma_cross": GOOD, "rsi_reversion": {**GOOD, "cagr": 0.3}}, {"cagr": 1.0})
     assert [r.key for r in by_name] == ["rsi_reversion", "sma_cross"]
     assert by_name[0].score == pytest.approx(0.3)
+
+
+def test_blend_with_flat_stretches_matches_reference_in_either_layout() -> None:
+    # Long flat stretches keep scores (and so logits) unchanged from bar to bar: the kernel then reuses the
+    # previous bar's exponentials. Results must equal the reference, and be identical for column-major
+    # inputs (tuning's layout) and with the weights left out.
+    rng = np.random.default_rng(7)
+    n = 300
+    targets = np.zeros((n, 2))
+    targets[40:90, 0] = 1.0
+    targets[150:260, 1] = -1.0
+    targets[200:210, 0] = 1.0
+    returns = np.r_[np.nan, rng.normal(0.0005, 0.01, n - 1)]
+    regimes = np.repeat(np.array([0, 1, 2, -1], dtype=np.int8), n // 4)
+    kw = {"lookback": 20, "temperature": 0.5, "min_confidence": 0.0, "min_history_bars": 5}
+    biases = {"trend": 0.4, "chop": -0.3, "volatile": -0.8}
+    args = {"trend_bias": 0.4, "chop_bias": -0.3, "volatile_bias": -0.8, **kw}
+    got = blend_targets(targets, returns, regimes, STYLES, **args)
+    want, want_weights = _reference_blend(
+        targets, returns, regimes, STYLES, biases=biases, hold_on_nan=False, **kw
+    )
+    np.testing.assert_allclose(got.target, want, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(got.weights, want_weights, rtol=0, atol=1e-12)
+    fortran = blend_targets(np.asfortranarray(targets), returns, regimes, STYLES, keep_weights=False, **args)
+    assert np.array_equal(fortran.target, got.target) and np.array_equal(fortran.leader, got.leader)
+    assert fortran.weights.shape == (0, 3)

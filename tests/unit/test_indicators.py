@@ -224,6 +224,17 @@ def test_donchian_is_rolling_high_low(small: Arrays) -> None:
     assert_close(middle, [(a + b) / 2 for a, b in zip(want_upper, want_lower, strict=True)])
 
 
+def test_donchian_band_equals_the_channel_it_comes_from(small: Arrays) -> None:
+    high, low = small["high"].copy(), small["low"].copy()
+    high[100] = np.nan  # a gap in either input restarts both bands
+    low[300] = np.nan
+    upper, lower, _ = ind.donchian(high, low, 15)
+    np.testing.assert_array_equal(ind.donchian_band(high, low, 15, "upper"), upper)
+    np.testing.assert_array_equal(ind.donchian_band(high, low, 15, "lower"), lower)
+    with pytest.raises(ValueError, match="side"):
+        ind.donchian_band(high, low, 15, "middle")
+
+
 def test_keltner_is_ema_plus_minus_atr(small: Arrays) -> None:
     h, lo, c = (small[k].tolist() for k in ("high", "low", "close"))
     upper, middle, lower = ind.keltner(small["high"], small["low"], small["close"], n=20, mult=1.5, atr_n=10)

@@ -81,3 +81,21 @@ def test_very_long_lookbacks_fall_back_to_two_passes() -> None:
 def test_bad_shape_is_refused() -> None:
     with pytest.raises(ValueError, match="series, bars"):
         rolling_tstat(np.zeros(5), 3)
+
+
+@pytest.mark.parametrize("lookback", [3, 20])
+def test_windows_whose_entering_value_equals_the_leaving_one(lookback: int) -> None:
+    # A series that repeats with period ``lookback``: every bar's entering value equals the one leaving, the
+    # case the kernel short-cuts by carrying the previous score. Flat stretches and gaps repeat too.
+    rng = np.random.default_rng(11)
+    pattern = rng.normal(0.0003, 0.01, lookback)
+    pattern[0] = 0.0
+    pattern[-1] = np.nan
+    x = np.vstack([np.tile(pattern, 12), np.r_[np.zeros(5 * lookback), np.tile(pattern, 7)]])
+    got = rolling_tstat(x, lookback)
+    for j in range(x.shape[0]):
+        want = np.array(_oracle(x[j].tolist(), lookback))
+        np.testing.assert_allclose(got[j], want, rtol=1e-9, atol=1e-9, err_msg=f"row {j}")
+    # A huge value in a repeating window takes the two-pass path at every bar, never a carried score.
+    y = np.tile(np.r_[pattern[:-1], 2.0**VALUE_BITS], 5)[None, :]
+    np.testing.assert_allclose(rolling_tstat(y, lookback)[0], _oracle(y[0].tolist(), lookback), rtol=1e-9)

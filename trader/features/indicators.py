@@ -67,6 +67,7 @@ __all__ = [
     "bollinger",
     "cci",
     "donchian",
+    "donchian_band",
     "efficiency_ratio",
     "ema",
     "keltner",
@@ -887,13 +888,34 @@ def donchian(high: Any, low: Any, n: int = 20) -> tuple[np.ndarray, np.ndarray, 
     return upper, lower, (upper + lower) / 2.0
 
 
+def donchian_band(high: Any, low: Any, n: int, side: str) -> np.ndarray:
+    """One band of :func:`donchian` (``side`` ``"upper"`` or ``"lower"``), equal to it value for value, for
+    rules that read a single band: computing one rolling extreme costs half of both.
+
+    >>> donchian_band([3.0, 5.0, 4.0], [1.0, 2.0, 3.0], 2, "lower").tolist()
+    [nan, 1.0, 2.0]
+    """
+    if side not in ("upper", "lower"):
+        raise ValueError(f"donchian_band side must be 'upper' or 'lower', got {side!r}")
+    h, lo = _columns(high=high, low=low)
+    runs = _finite_runs_of(h, lo)  # both inputs finite, as in donchian, so the bands agree
+    out = np.full(h.size, np.nan)
+    _extreme(h if side == "upper" else lo, runs, _period(n, "n"), side == "upper", out)
+    return out
+
+
+@njit(cache=True)
+def _extreme(x: np.ndarray, runs: np.ndarray, n: int, want_max: bool, out: np.ndarray) -> None:
+    for r in range(runs.shape[0]):
+        _rolling_extreme_run(x, runs[r, 0], runs[r, 1], n, want_max, out)
+
+
 @njit(cache=True)
 def _extremes(
     high: np.ndarray, low: np.ndarray, runs: np.ndarray, n: int, upper: np.ndarray, lower: np.ndarray
 ) -> None:
-    for r in range(runs.shape[0]):
-        _rolling_extreme_run(high, runs[r, 0], runs[r, 1], n, True, upper)
-        _rolling_extreme_run(low, runs[r, 0], runs[r, 1], n, False, lower)
+    _extreme(high, runs, n, True, upper)
+    _extreme(low, runs, n, False, lower)
 
 
 def keltner(

@@ -99,6 +99,12 @@ def _rolling_tstat_kernel(x: np.ndarray, lookback: int, frac_bits: int) -> np.nd
         return out
     scale = 2.0**frac_bits
     big = 2.0**VALUE_BITS
+    # Each window value's kind (0 missing, 1 fixed point, 2 huge), q and q**2, kept in a ring so the bar
+    # leaving the window is subtracted without being converted again.
+    kind = np.zeros(lookback, dtype=np.int8)
+    qs = np.zeros(lookback, dtype=np.int64)
+    sq_hs = np.zeros(lookback, dtype=np.uint64)
+    sq_ls = np.zeros(lookback, dtype=np.uint64)
     for j in range(k):
         row = x[j]
         # The window's exact state: count of finite values, count of huge ones, sum of q (wrapping 64-bit)
@@ -109,35 +115,46 @@ def _rolling_tstat_kernel(x: np.ndarray, lookback: int, frac_bits: int) -> np.nd
         total = _ZERO
         sq_h = _ZERO
         sq_l = _ZERO
-        for t in range(n + lookback):
-            if t < n:
-                v = row[t]
-                if np.isfinite(v):
-                    m += 1
-                    if abs(v) < big:
-                        q = np.int64(math.floor(v * scale + 0.5))
-                        total = total + np.uint64(q)
-                        a = np.uint64(q if q >= 0 else -q)
-                        ph, pl = _mul(a, a)
-                        nl = sq_l + pl
-                        sq_h = sq_h + ph + (_ONE if nl < sq_l else _ZERO)
-                        sq_l = nl
-                    else:
-                        huge += 1
-            gone = t - lookback  # the bar that just left the window ending at t
-            if gone >= 0:
-                v = row[gone]
-                if np.isfinite(v):
-                    m -= 1
-                    if abs(v) < big:
-                        q = np.int64(math.floor(v * scale + 0.5))
-                        total = total - np.uint64(q)
-                        a = np.uint64(q if q >= 0 else -q)
-                        ph, pl = _mul(a, a)
-                        sq_h, sq_l = _sub(sq_h, sq_l, ph, pl)
-                    else:
-                        huge -= 1
-            if t >= n or m < 2:
+        kind[:] = 0
+        for t in range(n):
+            slot = t % lookback  # the entering bar takes the slot of the one leaving (bar t - lookback)
+            out_kind = kind[slot]
+            out_q = qs[slot]
+            v = row[t]
+            in_kind = 0
+            q = np.int64(0)
+            if np.isfinite(v):
+                in_kind = 1 if abs(v) < big else 2
+                if in_kind == 1:
+                    q = np.int64(math.floor(v * scale + 0.5))
+            if in_kind == out_kind and in_kind != 2 and q == out_q and huge == 0 and t > 0:
+                # The same value enters as leaves: the state, and so the score, is the previous bar's
+                # (a window holding a huge value is scored from its values instead, so it never skips).
+                out[j, t] = out[j, t - 1]
+                continue
+            if out_kind == 1:
+                m -= 1
+                total = total - np.uint64(out_q)
+                sq_h, sq_l = _sub(sq_h, sq_l, sq_hs[slot], sq_ls[slot])
+            elif out_kind == 2:
+                m -= 1
+                huge -= 1
+            kind[slot] = in_kind
+            qs[slot] = q
+            if in_kind == 1:
+                m += 1
+                total = total + np.uint64(q)
+                a = np.uint64(q if q >= 0 else -q)
+                ph, pl = _mul(a, a)
+                sq_hs[slot] = ph
+                sq_ls[slot] = pl
+                nl = sq_l + pl
+                sq_h = sq_h + ph + (_ONE if nl < sq_l else _ZERO)
+                sq_l = nl
+            elif in_kind == 2:
+                m += 1
+                huge += 1
+            if m < 2:
                 continue
             if huge > 0:
                 out[j, t] = _two_pass(row, max(0, t - lookback + 1), t + 1)

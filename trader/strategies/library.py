@@ -105,12 +105,13 @@ def donchian_breakout(bars: BarArrays, *, lookback: int, exit_lookback: int, all
     prior ``exit_lookback``-bar low. With allow_short the mirror image (short below the prior low, cover
     above the prior exit-channel high)."""
     high, low, close = bars.column("high"), bars.column("low"), bars.close
-    upper, lower, _ = ind.donchian(high, low, lookback)
-    exit_upper, exit_lower, _ = ind.donchian(high, low, exit_lookback)
-    enter_long = close > _prior(upper)
-    exit_long = close < _prior(exit_lower)
-    enter_short = (close < _prior(lower)) & allow_short
-    exit_short = close > _prior(exit_upper)
+    enter_long = close > _prior(ind.donchian_band(high, low, lookback, "upper"))
+    exit_long = close < _prior(ind.donchian_band(high, low, exit_lookback, "lower"))
+    if not allow_short:  # never short, so the short side's channels are never read: skip them
+        never = np.zeros(close.shape[0], dtype=np.bool_)
+        return latch_positions(enter_long, exit_long, never, never)
+    enter_short = close < _prior(ind.donchian_band(high, low, lookback, "lower"))
+    exit_short = close > _prior(ind.donchian_band(high, low, exit_lookback, "upper"))
     return latch_positions(enter_long, exit_long, enter_short, exit_short)
 
 
