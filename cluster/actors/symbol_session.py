@@ -15,6 +15,7 @@ span, so its next decision is the one it would have made without the restart; a 
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import datetime as dt
 import os
@@ -52,6 +53,8 @@ class SymbolSessionActor:
         self.data = self._session_data(settings, interval)
         self.decisions = dict.fromkeys(self.symbols, 0)
         self.restored: list[str] = []
+        self._writer: concurrent.futures.ThreadPoolExecutor | None = None
+        self._writing: concurrent.futures.Future[None] | None = None
         self.warmup_quality: dict[str, dict[str, float]] = {}
         # Actors checkpoint on different bars (phase), so their disk writes do not all land on one bar.
         self._since_checkpoint = int(checkpoint_phase) % max(1, self.checkpoint_every)
@@ -117,12 +120,13 @@ class SymbolSessionActor:
     ) -> dict[str, Any]:
         """Append each symbol's bar closing now and decide.
 
-        Returns ``{"targets": {symbol: weight}, "decisions": [...], "seconds": ...}``. A bar at or before a
-        symbol's last one is skipped (a replayed call after a restart).
+        Returns ``{"targets": {symbol: weight}, "decided": [symbols decided on this bar], "seconds": ...}``.
+        A bar at or before a symbol's last one is skipped (a replayed call after a restart): its target is
+        the last one and it is not in ``decided``.
         """
         started = time.perf_counter()
         targets: dict[str, float] = {}
-        decisions = []
+        decided: list[str] = []
         for symbol, row in bars.items():
             decider = self.deciders[symbol]
             if decider.last_ts is not None and ts <= decider.last_ts:
@@ -130,15 +134,14 @@ class SymbolSessionActor:
                 continue
             if prev_ts is not None and decider.last_ts is not None and decider.last_ts < prev_ts:
                 self._catch_up(symbol, decider.last_ts, ts)  # restored from an older checkpoint
-            weight = decider.on_bar(ts, *row)
+            targets[symbol] = decider.on_bar(ts, *row)
             self._stream(symbol, ts, row)
-            targets[symbol] = weight
             self.decisions[symbol] += 1
-            decisions.append({"kind": "decision", "ts": ts, "symbol": symbol, "target": weight})
+            decided.append(symbol)
         self._since_checkpoint += 1
         if self._since_checkpoint >= self.checkpoint_every:
-            self.checkpoint()
-        return {"targets": targets, "decisions": decisions, "seconds": time.perf_counter() - started}
+            self._checkpoint_behind()
+        return {"targets": targets, "decided": decided, "seconds": time.perf_counter() - started}
 
     def _catch_up(self, symbol: str, after: int, before: int) -> None:
         """Append the stored bars in (after, before): what this symbol missed between checkpoint and now."""
@@ -165,23 +168,44 @@ class SymbolSessionActor:
         with contextlib.suppress(DataError):
             data.on_bar(Bar(ts, *row, interval=data.base))
 
-    def checkpoint(self) -> None:
-        """Write each symbol's checkpoint (atomic per file)."""
-        for symbol, decider in self.deciders.items():
-            self.run.write_json(
-                self._path(symbol),
-                json_safe(
-                    {
-                        "symbol": symbol,
-                        "first_ts": decider.first_ts,
-                        "last_ts": decider.last_ts,
-                        "bars": len(decider),
-                        "decisions": self.decisions[symbol],
-                        "last_target": decider.last_target,
-                        "at": dt.datetime.now(dt.UTC).isoformat(),
-                    }
-                ),
+    def _snapshot(self) -> dict[str, dict[str, Any]]:
+        return {
+            symbol: json_safe(
+                {
+                    "symbol": symbol,
+                    "first_ts": decider.first_ts,
+                    "last_ts": decider.last_ts,
+                    "bars": len(decider),
+                    "decisions": self.decisions[symbol],
+                    "last_target": decider.last_target,
+                    "at": dt.datetime.now(dt.UTC).isoformat(),
+                }
             )
+            for symbol, decider in self.deciders.items()
+        }
+
+    def _write(self, snapshot: dict[str, dict[str, Any]]) -> None:
+        for symbol, state in snapshot.items():
+            self.run.write_json(self._path(symbol), state)
+
+    def checkpoint(self) -> None:
+        """Write each symbol's checkpoint now (atomic per file), after any checkpoint still being written."""
+        if self._writing is not None:
+            self._writing.result()
+        self._write(self._snapshot())
+        self._since_checkpoint = 0
+
+    def _checkpoint_behind(self) -> None:
+        # On the bar path: take the state now, write the files on a thread (file I/O releases the GIL), so
+        # the bar's reply does not wait for the disk. One writer thread keeps checkpoints in order; a crash
+        # that loses one only means a restart catches up from an older one (see _catch_up).
+        if self._writing is not None:
+            if not self._writing.done():
+                return  # the previous one is still being written: this bar's state goes with the next one
+            self._writing.result()  # a failed write surfaces here, as it would have written inline
+        if self._writer is None:
+            self._writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="checkpoint")
+        self._writing = self._writer.submit(self._write, self._snapshot())
         self._since_checkpoint = 0
 
     async def end_session(self) -> None:

@@ -310,14 +310,15 @@ def test_live_mode_trades_bars_from_the_gateway_and_back_fills_a_gap(
 ) -> None:
     from trader.ibsim import GatewayConfig, run_gateway
 
-    # A simulated gateway replays 2019-11-26 from the store at 300x (5 bars a second); the cluster takes its
-    # bars live from the real-time stream, as it would from IB Gateway.
+    # A simulated gateway replays 2019-11-26 from the store at 120x (2 bars a second); the cluster takes its
+    # bars live from the real-time stream, as it would from IB Gateway. The replay runs from the gateway's
+    # start, so the cluster joins it under way (later on a loaded machine): the gap and the stop are placed
+    # relative to the first bar the cluster sees.
     config = GatewayConfig(
-        symbols=tuple(SYMBOLS[:2]), store=store, interval="1m", speed=300.0, start="2019-11-26T14:30:00",
+        symbols=tuple(SYMBOLS[:2]), store=store, interval="1m", speed=120.0, start="2019-11-26T14:30:00",
         account="DU7654321", initial_cash=1_000_000.0,
     )  # fmt: skip
     with run_gateway(config) as gw:
-        gw.skip_realtime_bar("SYN001", "2019-11-26T15:10:00")  # a gap in the live stream
         settings = _settings(f"ibkr.port={gw.port}", "ibkr.client_id=31")
         run_dir = str(tmp_path / "live")
         coordinator = (
@@ -336,8 +337,10 @@ def test_live_mode_trades_bars_from_the_gateway_and_back_fills_a_gap(
         )
         running = coordinator.run.remote()
         _wait_bars(coordinator, 1)
-        # Past the gap (the feed starts with the replay already under way): stop 20 bars after 15:10.
-        _wait_ts(coordinator, dt.datetime(2019, 11, 26, 15, 30, tzinfo=dt.UTC))
+        first = dt.datetime.fromtimestamp(ray.get(coordinator.status.remote())["last_ts"] / 1e9, dt.UTC)
+        gap = first + dt.timedelta(minutes=8)  # 4 s of replay ahead: a gap in the live stream
+        gw.skip_realtime_bar("SYN001", gap)
+        _wait_ts(coordinator, gap + dt.timedelta(minutes=20))  # past the gap: stop 20 bars after it
         ray.get(coordinator.stop.remote())
         summary = ray.get(running)
         positions = gw.positions()

@@ -29,11 +29,13 @@ def _replay(decider: Decider, bars: pl.DataFrame) -> np.ndarray:
     return np.array([decider.on_bar(int(ts[k]), *(float(c[k]) for c in cols)) for k in range(bars.height)])
 
 
+@pytest.mark.parametrize("stream", [True, False])
 @pytest.mark.parametrize("extra", [(), ("composer.trend_bias=0.5", "composer.volatile_bias=-0.5")])
-def test_composer_decisions_equal_the_backtest(extra: tuple[str, ...]) -> None:
+def test_composer_decisions_equal_the_backtest(extra: tuple[str, ...], stream: bool) -> None:
     settings = _settings(*extra)
     bars = synth_bars("SYN001", "1m", "2021-03-01", "2021-03-05", seed=3)
-    decider = Decider("SYN001", settings)
+    decider = Decider("SYN001", settings, stream=stream)
+    assert decider.streaming is stream  # the built-in composer streams unless told not to
     live = _replay(decider, bars)
     whole = Composer.from_settings(settings).target_weights(bars)
     assert np.any(whole != 0)  # the comparison is not all zeros
@@ -70,12 +72,34 @@ def test_warm_history_then_live_bars_and_out_of_order_refused() -> None:
     assert np.all(np.diff(window["ts"]) > 0) and window["close"][-1] == bars["close"][-1]
 
 
-def test_beyond_max_bars_decisions_equal_a_backtest_from_the_new_first_bar() -> None:
+@pytest.mark.parametrize("stream", [True, False])
+def test_beyond_max_bars_decisions_equal_a_backtest_from_the_new_first_bar(stream: bool) -> None:
     settings = _settings()
     bars = synth_bars("SYN003", "1m", "2021-03-01", "2021-03-04", seed=5)
-    decider = Decider("SYN003", settings, max_bars=700)
+    decider = Decider("SYN003", settings, max_bars=700, stream=stream)
     live = _replay(decider, bars)
     assert len(decider) < bars.height  # the oldest bars were dropped
     first = bars["ts"].dt.epoch("ns").to_list().index(decider.first_ts)
     tail = Composer.from_settings(settings).target_weights(bars.slice(first))
     assert live[-1] == tail[-1]
+
+
+def test_a_user_strategy_is_recomputed_and_still_equals_the_backtest() -> None:
+    from trader.strategies import Param, register_strategy, unregister_strategy
+
+    @register_strategy(
+        "test_close_above_open", params=[Param("gap", "float", 0.0, 0.0, 0.1)], inputs=("open", "close")
+    )
+    def close_above_open(bars, *, gap):
+        return (bars.close > bars.open * (1.0 + gap)).astype(np.float64)
+
+    try:
+        bars = synth_bars("SYN004", "1m", "2021-03-01", "2021-03-02", seed=6)
+        decider = Decider("SYN004", _settings(), strategy="test_close_above_open", params={"gap": 0.0005})
+        assert not decider.streaming  # not a built-in: no stream, the backtest's function at every bar
+        live = _replay(decider, bars)
+        whole = get_strategy("test_close_above_open").run(bars, {"gap": 0.0005})
+        assert np.any(whole != 0)
+        np.testing.assert_array_equal(live, whole)
+    finally:
+        unregister_strategy("test_close_above_open")
