@@ -8,9 +8,9 @@ Workload (issue #8): ``--symbols`` synthetic symbols (``trader.data.synth``, see
 session (``python -m jobs.cli paper``, a subprocess with its own embedded Ray cluster) warms every symbol
 with ``session.historical=2`` sessions (2021-03-01..02) and replays ``--days`` sessions from 2021-03-03 at
 ``--speed 0`` (as fast as possible) through the whole cluster: symbol session actors
-(``session.symbols_per_actor=--per-actor``), the portfolio risk actor, the execution actor with the real
-ib_insync client, and the simulated IB gateway inside the coordinator. Parity settings as in the integration
-tests: whole shares, no slippage.
+(``session.symbols_per_actor=--per-actor``; by default the setting's auto, about two actors per CPU), the
+portfolio risk actor, the execution actor with the real ib_insync client, and the simulated IB gateway inside
+the coordinator. Parity settings as in the integration tests: whole shares, no slippage.
 
 Reported (wall clock on this machine):
 
@@ -294,9 +294,10 @@ def order_path(events_path: Path) -> dict[str, Any]:
 
 def _order_bound(order_path_s: float, pacing_floor_s: float, pacing: float) -> str:
     """What limits the order path: the token bucket when it runs near orders / rate; below that floor the
-    bars' bursts fit the bucket (it holds ``pacing`` tokens), above 1.5x of it the round trips dominate."""
+    bars' bursts fit the bucket (it holds 50 - ``pacing`` tokens and refills at ``pacing`` a second), above
+    1.5x of it the round trips dominate."""
     if order_path_s < 0.8 * pacing_floor_s:
-        return f"neither: each bar's orders fit the pacing burst ({pacing:g})"
+        return f"neither: each bar's orders fit the pacing burst ({max(1.0, 50 - pacing):g} + {pacing:g}/s)"
     if order_path_s <= 1.5 * pacing_floor_s:
         return f"pacing ({pacing:g} orders/s)"
     return "round trips (submit, fill, journal)"
@@ -316,7 +317,7 @@ def run_paper(args: argparse.Namespace, symbols: list[str], run_dir: Path) -> di
         "costs.slippage_bps=0",
         "session.historical=2",
         "session.speed_multiplier=0",
-        f"session.symbols_per_actor={args.per_actor}",
+        *([f"session.symbols_per_actor={args.per_actor}"] if args.per_actor else []),
         f"ray.namespace=bench-live-{os.getpid()}",
         *args.overrides,
     ]
@@ -358,6 +359,8 @@ def run_paper(args: argparse.Namespace, symbols: list[str], run_dir: Path) -> di
         tail = log.read_text(errors="replace")[-3000:]
         raise SystemExit(f"paper run failed (exit {proc.returncode}):\n{tail}")
     summary = json.loads((run_dir / "summary.json").read_text())
+    actors = run_dir / "checkpoints" / "actors.json"  # written when the coordinator chose the sharding
+    per_actor = json.loads(actors.read_text())["symbols_per_actor"] if actors.is_file() else args.per_actor
     last_bar = dt.datetime.fromisoformat(json.loads(risk_checkpoint.read_text())["at"]).timestamp()
     replay = last_bar - (first_bar if first_bar is not None else t0)
     symbol_bars = int(summary["decisions"])
@@ -370,6 +373,7 @@ def run_paper(args: argparse.Namespace, symbols: list[str], run_dir: Path) -> di
     pacing_floor = journal["submissions"] / pacing
     rest = max(0.0, replay - path["order_path_s"])
     return {
+        "symbols_per_actor": per_actor,
         "replay": [str(days[0]), str(days[-1])],
         "sessions": len(summary["sessions"]),
         "bar_events": summary["bars"],
@@ -394,7 +398,7 @@ def run_paper(args: argparse.Namespace, symbols: list[str], run_dir: Path) -> di
         },
         "bound_by": "order path" if path["order_path_s"] > rest else "per-bar work",
         "order_path_bound_by": _order_bound(path["order_path_s"], pacing_floor, pacing),
-        "memory": watch.memory(args.per_actor),
+        "memory": watch.memory(per_actor),
         # CPU seconds by process over the replay (first bar to exit): who uses the machine's cores.
         "cpu_s_setup": watch.cpu_seconds(upto=cpu_at_first_bar),
         "cpu_s_replay": watch.cpu_seconds(since=cpu_at_first_bar),
@@ -406,7 +410,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--symbols", type=int, default=500, help="synthetic symbols (SYN000...)")
     parser.add_argument("--days", type=int, default=1, choices=[1, 2, 3], help="sessions replayed")
-    parser.add_argument("--per-actor", type=int, default=25, help="session.symbols_per_actor")
+    parser.add_argument(
+        "--per-actor", type=int, default=None, help="session.symbols_per_actor (default: the setting's auto)"
+    )
     parser.add_argument("--store", default=str(REPO / "bench/.store-live"), help="store folder")
     parser.add_argument("--timeout", type=float, default=1200.0, help="seconds before the run is killed")
     parser.add_argument(
@@ -433,7 +439,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             shutil.rmtree(work, ignore_errors=True)
     report = {
         "symbols": args.symbols,
-        "symbols_per_actor": args.per_actor,
         "overrides": args.overrides,
         "interval": "1m",
         "speed": 0,

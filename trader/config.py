@@ -544,7 +544,10 @@ class IbkrSettings(BaseModel):
         None, description="Order journal (SQLite file); null = orders.sqlite in the session directory."
     )
     pacing_per_second: float = Field(
-        40.0, gt=0, le=50, description="Most messages per second sent to the gateway (its limit is 50)."
+        40.0,
+        gt=0,
+        le=49,
+        description="Messages per second sent to the gateway on average; bursts take the rest of its 50.",
     )
     connect_timeout_seconds: float = Field(10.0, gt=0, description="Seconds to wait for a connection.")
     reconnect_initial_seconds: float = Field(0.5, gt=0, description="First reconnection delay, seconds.")
@@ -602,7 +605,12 @@ class SessionSettings(BaseModel):
         1.0, ge=0, description="Replay speed, x real time; 0 = as fast as possible."
     )
     prefetch_days: int = Field(1, ge=0, description="Trading days of bars prefetched ahead in replay.")
-    symbols_per_actor: int = Field(1, gt=0, description="Symbols handled by one session actor.")
+    symbols_per_actor: int | None = Field(
+        None,
+        gt=0,
+        description="Symbols handled by one session actor; null = about two actors per cluster CPU "
+        "(symbols / (2 x CPUs), rounded up).",
+    )
     webhook_url: SecretStr | None = Field(None, description="Alert webhook URL (secret); null = no alerts.")
 
     @model_validator(mode="after")

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import math
 import os
 import secrets
 import tempfile
@@ -110,6 +111,23 @@ class SessionCoordinator:
         self._gateway_cm = run_gateway(config)
         return self._gateway_cm.__enter__()
 
+    def _symbols_per_actor(self) -> int:
+        """``session.symbols_per_actor``, or (null) about two actors per cluster CPU: each actor call costs
+        about a millisecond of fixed overhead, so a few large shards decide a bar sooner than many small
+        ones. The choice is kept in the run folder, so a restarted coordinator shards the same way."""
+        import ray
+
+        configured = self.settings.session.symbols_per_actor
+        if configured is not None:
+            return int(configured)
+        saved = "checkpoints/actors.json"
+        if self.run.exists(saved):
+            return int(self.run.read_json(saved)["symbols_per_actor"])
+        cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        per = max(1, math.ceil(len(self.symbols) / (2 * cpus)))
+        self.run.write_json(saved, {"symbols_per_actor": per, "cluster_cpus": cpus})
+        return per
+
     def _actors(self) -> tuple[Any, Any, list[tuple[Any, list[str]]]]:
         import ray
 
@@ -151,7 +169,7 @@ class SessionCoordinator:
                 interval=self.interval,
             )
         )
-        per = int(self.settings.session.symbols_per_actor)
+        per = self._symbols_per_actor()
         shards = [self.symbols[i : i + per] for i in range(0, len(self.symbols), per)]
         actors = []
         for k, shard in enumerate(shards):
@@ -465,8 +483,8 @@ class SessionCoordinator:
         closed = time.perf_counter()
         calls = []
         for actor, shard in actors:
-            mine = {s: (r["open"], r["high"], r["low"], r["close"], r["volume"]) for s, r in rows.items()
-                    if s in shard}  # fmt: skip
+            mine = {s: (r["open"], r["high"], r["low"], r["close"], r["volume"]) for s in shard
+                    if (r := rows.get(s)) is not None}  # fmt: skip
             if mine:
                 calls.append(actor.on_bars.remote(ts, mine, prev_ts))
         targets: dict[str, float] = {}

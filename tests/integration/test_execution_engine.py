@@ -238,3 +238,12 @@ def test_the_engine_runs_on_ib_async_too(tmp_path: Path) -> None:
         assert status["server_version"] == 178
         assert state["filled"] == 10 and state["commission"] == pytest.approx(1.0)
         assert gw.orders_received() == {"test-SPY-9": 1}
+
+
+@pytest.mark.parametrize("rate", [40, 49, 5])
+def test_pacing_never_lets_a_second_carry_more_than_the_gateways_50(tmp_path: Path, rate: int) -> None:
+    # The most messages any 1-second window can hold is the bucket's burst plus a second's refill.
+    engine = ExecutionEngine(_ibkr(1, pacing_per_second=rate), OrderJournal(tmp_path / "p.sqlite"), SECRET)
+    bucket = engine._bucket
+    assert bucket.rate == rate and bucket.capacity >= 1
+    assert bucket.capacity + bucket.rate <= 50

@@ -18,8 +18,9 @@ and decides what the adapter (:mod:`trader.broker.adapter`) does not:
   recorded exactly once) and re-subscribes the market data it owned, and only then accepts orders again.
 * **Paper only.** With ``ibkr.paper_only`` (the default) it refuses a live port (7496, 4001) before
   connecting and a managed account that does not start with ``DU`` after, with a PaperOnlyError.
-* **Pacing.** Every message it sends waits on a token bucket of ``ibkr.pacing_per_second`` (below the
-  gateway's 50 per second).
+* **Pacing.** Every message it sends waits on a token bucket of ``ibkr.pacing_per_second`` whose burst is
+  what the gateway's 50 per second leaves (50 - rate, at least 1): a burst plus a second's refill stays
+  within 50 messages in any 1-second window.
 * **Health.** :meth:`status` reports connected, accepting, last heartbeat (a current-time round trip every
   ``heartbeat_seconds``), account, open and pending intents and the last error; ``healthy`` is never true
   while disconnected, reconciling, or with a stale heartbeat.
@@ -65,6 +66,10 @@ from trader.config import LIVE_PORTS
 __all__ = ["ExecutionEngine", "TokenBucket", "event_dict", "state_dict"]
 
 log = logging.getLogger(__name__)
+
+
+#: IB Gateway's message limit (messages per second, client to gateway); beyond it, error 100.
+GATEWAY_MESSAGES_PER_SECOND = 50.0
 
 
 class TokenBucket:
@@ -154,7 +159,9 @@ class ExecutionEngine:
         self.adapter = adapter or IBAdapter.from_settings(
             ibkr, connect_timeout=float(ibkr.connect_timeout_seconds)
         )
-        self._bucket = TokenBucket(float(ibkr.pacing_per_second))
+        rate = float(ibkr.pacing_per_second)
+        # Any 1-second window holds at most burst + rate messages: keep that within the gateway's limit.
+        self._bucket = TokenBucket(rate, burst=max(1.0, GATEWAY_MESSAGES_PER_SECOND - rate))
         self._intent_locks: dict[str, asyncio.Lock] = {}
         self._changed = asyncio.Condition()
         self._subscribers: list[Callable[[dict[str, Any]], Any]] = []

@@ -134,6 +134,9 @@ class Account:
         self.min_commission = float(min_commission)
         self.realized_pnl = 0.0
         self.orders: dict[int, SimOrder] = {}  # perm_id -> order, in arrival order
+        # The orders not yet done, in arrival order: every market update scans the open orders, and a long
+        # session accumulates thousands of finished ones. Done states are final, so pruning is safe.
+        self._unfinished: dict[int, SimOrder] = {}
         self.by_client: dict[tuple[int, int], int] = {}  # (client_id, order_id) -> perm_id
         self.executions: list[SimExecution] = []
         self.positions: dict[str, SimPosition] = {}
@@ -163,15 +166,22 @@ class Account:
             )
             self.next_perm_id += 1
             self.orders[order.perm_id] = order
+            self._unfinished[order.perm_id] = order
             self.by_client[(client_id, order_id)] = order.perm_id
             self.con_ids[symbol] = con_id
             return order
 
     def open_orders(self, client_id: int | None = None) -> list[SimOrder]:
         """Active orders, of one client or (None) of all, in arrival order."""
-        return [
-            o for o in self.orders.values() if o.is_active and (client_id is None or o.client_id == client_id)
-        ]
+        with self.lock:
+            done = [p for p, o in self._unfinished.items() if o.status in DONE_STATES]
+            for perm_id in done:
+                del self._unfinished[perm_id]
+            return [
+                o
+                for o in self._unfinished.values()
+                if o.is_active and (client_id is None or o.client_id == client_id)
+            ]
 
     def completed_orders(self) -> list[SimOrder]:
         return [o for o in self.orders.values() if o.status in DONE_STATES]
