@@ -41,7 +41,16 @@ import polars as pl
 
 from trader.rundir import RunDir, json_safe
 
-__all__ = ["SessionCoordinator"]
+__all__ = ["SessionCoordinator", "auto_symbols_per_actor"]
+
+
+def auto_symbols_per_actor(n_symbols: int, cpus: int) -> int:
+    """Symbols per session actor for about two actors per CPU (``session.symbols_per_actor: null``).
+
+    >>> auto_symbols_per_actor(500, 2), auto_symbols_per_actor(500, 16), auto_symbols_per_actor(3, 8)
+    (125, 16, 1)
+    """
+    return max(1, math.ceil(n_symbols / (2 * max(1, cpus))))
 
 
 class SessionCoordinator:
@@ -123,8 +132,8 @@ class SessionCoordinator:
         saved = "checkpoints/actors.json"
         if self.run.exists(saved):
             return int(self.run.read_json(saved)["symbols_per_actor"])
-        cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
-        per = max(1, math.ceil(len(self.symbols) / (2 * cpus)))
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        per = auto_symbols_per_actor(len(self.symbols), cpus)
         self.run.write_json(saved, {"symbols_per_actor": per, "cluster_cpus": cpus})
         return per
 

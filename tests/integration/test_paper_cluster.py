@@ -354,3 +354,13 @@ def test_live_mode_trades_bars_from_the_gateway_and_back_fills_a_gap(
     # The broker's positions are what the risk actor holds: no order lost or doubled.
     held = {s: q for s, q in summary["positions"].items() if q}
     assert held == {s: q for s, q in positions.items() if q}
+
+
+def test_auto_sharding_gives_about_two_actors_per_cpu() -> None:
+    from cluster.actors.coordinator import auto_symbols_per_actor
+
+    for n, cpus in [(500, 2), (500, 16), (3, 8), (1, 1), (501, 2)]:
+        per = auto_symbols_per_actor(n, cpus)
+        actors = -(-n // per)
+        assert per >= 1 and actors <= 2 * cpus  # never more than two actors a CPU
+        assert actors >= min(n, 2 * cpus) - 1  # and no fewer than the symbols allow, give or take rounding
