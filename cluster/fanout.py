@@ -105,6 +105,10 @@ def plan_tasks(n_symbols: int, n_folds: int, cpus: int, bars_per_symbol: float =
     return per_task, math.ceil(n_folds / groups)
 
 
+#: The bar columns a fold reads (the strategies, the simulator and the data fingerprint use no others).
+OHLCV = ("open", "high", "low", "close", "volume")
+
+
 def _fold_task(
     store_uri: str,
     run_uri: str,
@@ -134,7 +138,7 @@ def _fold_task(
     prints: list[str] = []
     for symbol in symbols:
         try:
-            bars = store.read_bars([symbol], interval, window[0], window[1])
+            bars = store.read_bars([symbol], interval, window[0], window[1], columns=OHLCV)
             batch.add(bars, [symbol])
         except (DataError, StoreError) as exc:  # a data reason: report it for this symbol, go on
             batch.fail(symbol, str(exc))
@@ -401,7 +405,7 @@ def _finish(
 ) -> dict[str, Any]:
     from trader.backtest import versions
     from trader.calendar import get_calendar
-    from trader.oos import cpcv_paths, oos_summary, stitch_equity
+    from trader.oos import cpcv_paths, fold_means, oos_summary, stitch_equity
 
     # The driver never holds the run's tables: outputs stream from the task files (in fold, then symbol batch
     # order, the same whatever the batching), and metrics read per-bar aggregates and one symbol at a time.
@@ -411,7 +415,8 @@ def _finish(
     returns = _scan(run, keys, "returns")
     trades = _scan(run, keys, "trades")
     initial_cash = float(settings.engine.initial_cash)
-    equity = stitch_equity(returns, initial_cash).select("ts", "equity", "benchmark")
+    means = fold_means(returns)  # one pass over the run's returns for the equity curve and the summary
+    equity = stitch_equity(None, initial_cash, means=means).select("ts", "equity", "benchmark")
     run.sink_parquet("oos_returns.parquet", returns.select("ts", "symbol", "fold", "return"))
     run.write_parquet("equity.parquet", equity)
     run.sink_parquet("trades.parquet", trades)
@@ -424,6 +429,11 @@ def _finish(
         mine = [k for k in keys if k.endswith(f"-b{b:03d}")]
         sources = (_scan(run, mine, "returns"), _scan(run, mine, "trades"))
         by_symbol.update(dict.fromkeys(batch, sources))
+    # Each fold's trades from its own files (keys are f<fold>-b<batch>), not a filter over every file.
+    by_fold = {
+        int(f.fold): _scan(run, [k for k in keys if k.startswith(f"f{f.fold:04d}-")], "trades")
+        for f in plan.folds
+    }
     # CPCV: every backtest path's OOS series (None for walk-forward); its equity curves feed the report.
     paths = cpcv_paths(
         returns,
@@ -445,6 +455,8 @@ def _finish(
         n_trials=len(candidates),
         by_symbol=by_symbol,
         paths=paths,
+        means=means,
+        trades_by_fold=by_fold,
     )
     finished_at = dt.datetime.now(dt.UTC)
     wall = time.perf_counter() - t0

@@ -120,6 +120,16 @@ def session_dates(ts: pl.Series, interval: str, tz: str) -> np.ndarray:
     return ts.dt.convert_time_zone(tz).dt.date().to_numpy().astype("datetime64[D]")
 
 
+def _session_index(ts: pl.Series, tz: str, days: np.ndarray | None) -> np.ndarray:
+    """:func:`trader.sim.session_index_from_ts`, from the bars' session dates when they are already known
+    and in order (a running count of date changes is their dense rank then)."""
+    if days is None or days.size < 2 or not bool(np.all(days[1:] >= days[:-1])):
+        return session_index_from_ts(ts, tz)
+    out = np.zeros(days.size, dtype=np.int64)
+    np.cumsum(days[1:] != days[:-1], out=out[1:])
+    return out
+
+
 def _in_ranges(days: np.ndarray, ranges: Sequence[tuple[dt.date, dt.date]]) -> np.ndarray:
     mask = np.zeros(days.shape, dtype=bool)
     for start, end in ranges:
@@ -129,8 +139,14 @@ def _in_ranges(days: np.ndarray, ranges: Sequence[tuple[dt.date, dt.date]]) -> n
 
 def _segments(mask: np.ndarray) -> list[tuple[int, int]]:
     """[start, stop) index pairs of the runs of True in ``mask``."""
-    edges = np.diff(np.concatenate(([0], mask.astype(np.int8), [0])))
-    return list(zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist(), strict=True))
+    where = np.flatnonzero(mask)
+    if where.size == 0:
+        return []
+    # Only the True rows are scanned: a fold's window is a small part of a symbol's span.
+    breaks = np.flatnonzero(np.diff(where) != 1)
+    starts = np.concatenate(([where[0]], where[breaks + 1]))
+    stops = np.concatenate((where[breaks] + 1, [where[-1] + 1]))
+    return list(zip(starts.tolist(), stops.tolist(), strict=True))
 
 
 def _span(bars: pl.DataFrame) -> str:
@@ -281,7 +297,7 @@ class FoldBatch:
             return
         sym = _SymbolRun(
             symbol, group, self.interval, self.tz, self.config, self.limits, self.ppy, self.settings,
-            self.candidates, self.selection,
+            self.candidates, self.selection, days,
         )  # fmt: skip
         for k, train_mask, test_mask in ready:
             sym.run(int(self.folds[k].fold), train_mask, test_mask, self.parts[k])
@@ -368,13 +384,14 @@ class _SymbolRun:
         settings: Any,
         candidates: Sequence[Candidate],
         selection: str,
+        days: np.ndarray | None = None,
     ) -> None:
         self.symbol, self.group, self.settings, self.candidates = symbol, group, settings, candidates
         self.config, self.limits, self.ppy, self.selection = config, limits, ppy, selection
         self.ts = group["ts"]
         self.open = group["open"].to_numpy().astype(np.float64)
         self.close = group["close"].to_numpy().astype(np.float64)
-        self.session = None if interval == "1d" else session_index_from_ts(self.ts, tz)
+        self.session = None if interval == "1d" else _session_index(self.ts, tz, days)
         self.interval = interval
         self.signals = candidate_signals(group, candidates, settings) if selection == "composer" else None
         self.weights = None if self.signals is None else self.signals.weights

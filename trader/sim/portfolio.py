@@ -302,8 +302,14 @@ class BatchResult:
     @property
     def returns(self) -> np.ndarray:
         """(T, R) per-bar simple returns of each run's equity (fraction); bar 0 is against initial cash."""
-        prev = np.vstack((np.full((1, self.equity.shape[1]), self.initial_cash), self.equity[:-1]))
-        return self.equity / prev - 1.0
+        # Runs x bars, the kernel's own layout (equity is its transposed view): contiguous passes.
+        by_run = self.equity.T
+        out = np.empty(by_run.shape)
+        if by_run.shape[1]:
+            np.divide(by_run[:, :1], self.initial_cash, out=out[:, :1])
+            np.divide(by_run[:, 1:], by_run[:, :-1], out=out[:, 1:])
+            out -= 1.0
+        return out.T
 
 
 def simulate_many(
