@@ -49,7 +49,9 @@ class SymbolSessionActor:
         self.settings, self.symbols = settings, list(symbols)
         self.run, self.store_uri, self.interval = RunDir(run_dir), store, interval
         self.checkpoint_every = int(checkpoint_every)
-        self.deciders = {s: Decider(s, settings, strategy=strategy, params=params) for s in self.symbols}
+        self.deciders = {
+            s: Decider(s, settings, strategy=strategy, params=params, interval=interval) for s in self.symbols
+        }
         self.data = self._session_data(settings, interval)
         self.decisions = dict.fromkeys(self.symbols, 0)
         self.restored: list[str] = []
@@ -178,6 +180,9 @@ class SymbolSessionActor:
                     "bars": len(decider),
                     "decisions": self.decisions[symbol],
                     "last_target": decider.last_target,
+                    # Bandit mode: the arm of the last decision and the posterior after the last bar.
+                    "arm": decider.arm,
+                    "posteriors": None if decider.posteriors is None else decider.posteriors.to_dict(),
                     "at": dt.datetime.now(dt.UTC).isoformat(),
                 }
             )

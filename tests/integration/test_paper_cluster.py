@@ -364,3 +364,34 @@ def test_auto_sharding_gives_about_two_actors_per_cpu() -> None:
         actors = -(-n // per)
         assert per >= 1 and actors <= 2 * cpus  # never more than two actors a CPU
         assert actors >= min(n, 2 * cpus) - 1  # and no fewer than the symbols allow, give or take rounding
+
+
+def test_bandit_symbol_actor_killed_resumes_with_an_identical_posterior(
+    cluster: None, store: str, tmp_path: Path
+) -> None:
+    from trader.bandit import PosteriorSet, bandit_select
+
+    settings = _settings("bandit.enabled=true")
+    run_dir = str(tmp_path / "bandit")
+    coordinator = _coordinator(settings, run_dir, store, "2019-11-26", "2019-11-26", SYMBOLS)
+    running = coordinator.run.remote()
+    _wait_bars(coordinator, 120)
+    ns = settings.ray.namespace
+    os.kill(
+        _pid_of("symbols-000", ns), signal.SIGKILL
+    )  # restored from its checkpoint, caught up from the store
+    summary = ray.get(running)
+    assert summary["state"] == "finished" and summary["bars"] == 390
+    status = ray.get(ray.get_actor("symbols-000", namespace=ns).status.remote())
+    assert status["restored"] == SYMBOLS[:2]
+    for symbol in SYMBOLS:
+        saved = json.loads((Path(run_dir) / "checkpoints" / "symbols" / f"{symbol}.json").read_text())
+        # The posterior an uninterrupted bandit reaches over the same bars, from the prior.
+        first = dt.datetime.fromtimestamp(saved["first_ts"] / 1e9, dt.UTC)
+        last = dt.datetime.fromtimestamp(saved["last_ts"] / 1e9, dt.UTC) + dt.timedelta(microseconds=1)
+        bars = BarStore(store).read_bars([symbol], "1m", first, last)
+        start = int(settings.engine.min_history_bars)
+        whole = bandit_select(bars, settings.composer.strategies, settings, start_index=start, interval="1m")
+        restored = PosteriorSet.from_dict(saved["posteriors"])
+        assert restored.equals(whole.posteriors), symbol
+        assert saved["arm"] == whole.decisions["arm"][-1]

@@ -16,6 +16,11 @@ oldest half is dropped (the stream is rebuilt from the kept bars in one compiled
 equal a backtest started at the new first bar (equal to the whole-history one once the latches and smoothing
 forget the cut, which :func:`trader.tuning.warmup_bars` bounds for windowed inputs only).
 
+With ``bandit.enabled`` (and no strategy named) the decision is the contextual bandit's, as in the backtest's
+bandit selection: :func:`trader.bandit.bandit_select` over the kept bars from the prior, recomputed at each
+bar close (O(bars kept), about 3 ms for 2,000 minute bars); :attr:`Decider.posteriors` holds the posteriors
+after the last bar, so a restarted actor that rebuilds the same bars has the identical posterior.
+
 Units: target weights are fractions of equity in [-1, 1]; timestamps are bar starts (int ns UTC).
 """
 
@@ -38,9 +43,13 @@ class Decider:
     """Target weight per bar close for one symbol; see the module docstring.
 
     ``strategy``/``params``: a registered strategy and its parameters, or None for the configured composer
-    (``composer.strategies``). ``max_bars``: most bars kept (see the module docstring). ``stream``: decide
-    through :class:`~trader.live.stream.StreamDecider` when it supports the configuration (False: always
-    recompute; the two agree bit for bit). :attr:`streaming` says which is in use.
+    (``composer.strategies``), or with ``bandit.enabled`` the contextual bandit picking among them
+    (:func:`trader.bandit.bandit_select` from the prior, exactly as the backtest's bandit selection; its
+    posteriors after the last bar are :attr:`posteriors`). ``max_bars``: most bars kept (see the module
+    docstring). ``stream``: decide through :class:`~trader.live.stream.StreamDecider` when it supports the
+    configuration (False: always recompute; the two agree bit for bit). :attr:`streaming` says which is in
+    use. ``interval``: the bars' interval (annualises the bandit's volatility feature; default
+    ``data.interval``).
     """
 
     def __init__(
@@ -52,6 +61,7 @@ class Decider:
         params: Mapping[str, Any] | None = None,
         max_bars: int = 100_000,
         stream: bool = True,
+        interval: str | None = None,
     ) -> None:
         from trader.composer import Composer
         from trader.live.stream import StreamDecider, supports
@@ -59,14 +69,31 @@ class Decider:
         from trader.tuning import candidate_grid, warmup_bars
 
         self.symbol = symbol
-        if strategy is None:
+        self.interval = interval or settings.data.interval
+        self.posteriors: Any = None  # bandit mode: the PosteriorSet after the last decision
+        self.arm: str | None = None  # bandit mode: the arm chosen at the last decision
+        self._bandit = strategy is None and bool(settings.bandit.enabled)
+        if self._bandit:
+            if params:
+                raise ConfigError("live decisions: params need a strategy; the bandit reads settings")
+            arms = settings.composer.strategies
+            if not arms:
+                raise ConfigError(
+                    "live decisions: bandit.enabled picks among composer.strategies, which is empty"
+                )
+            self._arms, self._settings = arms, settings
+            self.description: dict[str, Any] = {
+                "mode": "bandit",
+                "strategies": [{"name": a.name, "params": dict(a.params)} for a in arms],
+            }
+        elif strategy is None:
             if params:
                 raise ConfigError("live decisions: params need a strategy; the composer reads settings")
             composer = Composer.from_settings(settings)
             if not composer.strategies:
                 raise ConfigError("live decisions: composer.strategies is empty; configure strategies")
             self._decide = composer.target_weights
-            self.description: dict[str, Any] = {
+            self.description = {
                 "mode": "composer",
                 "strategies": [{"name": s.name, "params": dict(p)} for s, p in composer.strategies],
             }
@@ -87,7 +114,7 @@ class Decider:
         self.last_target: float = 0.0
         self._stream = (
             StreamDecider(symbol, settings, strategy=strategy, params=params)
-            if stream and supports(settings, strategy, params)
+            if stream and not self._bandit and supports(settings, strategy, params)
             else None
         )
         self._stream_bars = 0  # kept bars the stream has stepped through, from the first kept bar
@@ -158,11 +185,34 @@ class Decider:
             else:
                 value = self._stream.last_target
             self._stream_bars = self._n
+        elif self._bandit:
+            value = self._bandit_decide()
         else:
             window = self.window()
             value = float(np.asarray(self._decide({c: window[c] for c in _COLUMNS}))[-1])
         self.last_target = value
         return value
+
+    def _bandit_decide(self) -> float:
+        # The backtest's bandit selection over the kept bars (from the prior, first decision at
+        # engine.min_history_bars), as trader.backtest runs it per symbol: the seeds of its draws depend on
+        # the symbol and the decision bar's ts, so the choice at each bar is the backtest's.
+        from trader.bandit import bandit_select
+
+        window = self.window()
+        frame = pl.DataFrame(
+            {
+                "symbol": pl.Series([self.symbol] * self._n, dtype=pl.String),
+                "ts": pl.Series(window["ts"]).cast(pl.Datetime("ns", "UTC")),
+                **{c: window[c] for c in _COLUMNS},
+            }
+        )
+        start = int(self._settings.engine.min_history_bars)
+        res = bandit_select(frame, self._arms, self._settings, start_index=start, interval=self.interval)
+        self.posteriors = res.posteriors
+        if res.decisions.height:
+            self.arm = res.decisions["arm"][-1]
+        return float(res.weights[-1])
 
     def on_bar(self, ts: int, open_: float, high: float, low: float, close: float, volume: float) -> float:
         """Append a closed bar and decide at its close."""
