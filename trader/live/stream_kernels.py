@@ -24,6 +24,10 @@ import math
 import numpy as np
 from numba import njit
 
+# The vectorised kernels' own helpers, so the arithmetic is the same code, not a copy of it.
+from trader.features.indicators import _true_range as true_range
+from trader.features.tstat import _mul, _sub
+
 # -- configuration layout (shared with trader.live.stream) ------------------------------------------------
 
 MODE_STRATEGY = 0
@@ -78,8 +82,6 @@ K_BOLLINGER = 6
 STYLE_TREND = 0
 STYLE_MEAN_REVERSION = 1
 
-_U32 = np.uint64(0xFFFFFFFF)
-_S32 = np.uint64(32)
 _ZERO = np.uint64(0)
 _ONE = np.uint64(1)
 _TWO64 = 18446744073709551616.0
@@ -177,19 +179,6 @@ def rsi_step(fs: np.ndarray, fo: int, st: np.ndarray, io: int, n: int, x: float,
     fs[fo + 2] = loss
     total = gain + loss
     return 100.0 * (gain / total) if total > 0.0 else 0.0
-
-
-@njit(**_JIT)
-def true_range(high: float, low: float, prev_close: float) -> float:
-    """indicators._true_range, compared in the same order."""
-    out = high - low
-    candidate = abs(high - prev_close)
-    if candidate > out:
-        out = candidate
-    candidate = abs(low - prev_close)
-    if candidate > out:
-        out = candidate
-    return out
 
 
 @njit(**_JIT)
@@ -429,25 +418,6 @@ def strategy_step(
 
 
 # -- the composer's score: trader.features.tstat, one bar ---------------------------------------------------
-
-
-@njit(**_JIT)
-def _mul(a: np.uint64, b: np.uint64) -> tuple[np.uint64, np.uint64]:
-    # Full 128-bit product of two unsigned 64-bit integers as (high, low) words, from 32-bit halves.
-    a0, a1 = a & _U32, a >> _S32
-    b0, b1 = b & _U32, b >> _S32
-    p00, p01, p10, p11 = a0 * b0, a0 * b1, a1 * b0, a1 * b1
-    mid = (p00 >> _S32) + (p01 & _U32) + (p10 & _U32)
-    low = (p00 & _U32) | (mid << _S32)
-    high = p11 + (p01 >> _S32) + (p10 >> _S32) + (mid >> _S32)
-    return high, low
-
-
-@njit(**_JIT)
-def _sub(ah: np.uint64, al: np.uint64, bh: np.uint64, bl: np.uint64) -> tuple[np.uint64, np.uint64]:
-    low = al - bl
-    borrow = _ONE if al < bl else _ZERO
-    return ah - bh - borrow, low
 
 
 @njit(**_JIT)
