@@ -8,8 +8,9 @@ and commissions over a socket. It then
    session actors (``session.symbols_per_actor`` symbols each), all named in the Ray namespace;
 2. warms every symbol with ``session.historical`` trading days of bars before the start (unless the actor
    restored a checkpoint);
-3. for every trading session from the calendar (holidays skipped, early closes end early), reads the day's
-   bars for all symbols (``session.prefetch_days`` ahead) and, bar by bar: sets the gateway's price to the
+3. for every trading session from the calendar (holidays skipped, early closes end early), takes the day's
+   bars for all symbols (read on a thread ``session.prefetch_days`` sessions ahead, while earlier sessions
+   play; 0 = read at the session's start) and, bar by bar: sets the gateway's price to the
    bar's open and lets the risk actor size, approve and send what the last close decided (the backtest fills
    at the next bar's open), then sets the close, sends the bar to the symbol actors, which decide, and gives
    their targets to the risk actor;
@@ -25,6 +26,7 @@ Bars stream at ``session.speed_multiplier`` x real time (0 = as fast as possible
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import datetime as dt
 import json
 import math
@@ -93,6 +95,10 @@ class SessionCoordinator:
         self.error: str | None = None
         self._prev_ts: int | None = None
         self.timings: dict[str, list[float]] = {}
+        # Replay: the next sessions' bars, read on a thread while one plays (session.prefetch_days).
+        self._reader: concurrent.futures.ThreadPoolExecutor | None = None
+        self._prefetched: dict[dt.date, concurrent.futures.Future[pl.DataFrame]] = {}
+        self.prefetched_sessions = 0
         self._alerted: set[str] = set()
 
     # -- set-up --------------------------------------------------------------------------------------------
@@ -311,6 +317,8 @@ class SessionCoordinator:
                     break
                 opened, closed = (x.to_pydatetime() for x in calendar.open_close(day))
                 self._transitions(lifecycle.advance(opened))
+                ahead = int(self.settings.session.prefetch_days)
+                self._prefetch(store, calendar, sessions[day_index + 1 : day_index + 1 + ahead])
                 t = await self._run_session(day, day_index, t, calendar, store, risk, actors)
                 if self.stopping:
                     break
@@ -335,8 +343,18 @@ class SessionCoordinator:
             self._flush()
             raise
         finally:
+            if self._reader is not None:
+                self._reader.shutdown(wait=False, cancel_futures=True)
             if self._gateway_cm is not None:
                 self._gateway_cm.__exit__(None, None, None)
+
+    def _prefetch(self, store: Any, calendar: Any, days: list[dt.date]) -> None:
+        """Start reading these sessions' bars on a thread (one reader: reads stay in session order)."""
+        for day in days:
+            if day not in self._prefetched:
+                if self._reader is None:
+                    self._reader = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="prefetch")
+                self._prefetched[day] = self._reader.submit(self._session_bars, store, calendar, [day])
 
     def _session_bars(self, store: Any, calendar: Any, days: list[dt.date]) -> pl.DataFrame:
         """The stored bars of these sessions: by the exchange's local date (after-hours bars past midnight
@@ -424,7 +442,12 @@ class SessionCoordinator:
         self, day: dt.date, day_index: int, t: int, calendar: Any, store: Any, risk: Any, actors: list
     ) -> int:
         opened, closed = calendar.open_close(day)
-        bars = self._session_bars(store, calendar, [day])
+        queued = self._prefetched.pop(day, None)
+        if queued is not None:
+            bars = await asyncio.wrap_future(queued)
+            self.prefetched_sessions += 1
+        else:
+            bars = self._session_bars(store, calendar, [day])
         self.state = "active"
         self._log(
             {"kind": "session", "transition": "open", "date": str(day), "open": opened, "close": closed}
@@ -596,6 +619,7 @@ class SessionCoordinator:
             "killed": status["killed"],
             "reconnects": max(0, int(exec_status.get("connects", 1)) - 1),
             "latency_ms": self._latency(),
+            "prefetched_sessions": self.prefetched_sessions,
             "started_at": self.started_at.isoformat(),
             "finished_at": dt.datetime.now(dt.UTC).isoformat(),
         }

@@ -103,6 +103,7 @@ def test_a_replayed_week_runs_end_to_end_in_parity_with_the_backtest(
     assert summary["state"] == "finished"
     assert summary["sessions"] == ["2019-11-26", "2019-11-27", "2019-11-29"]
     assert summary["bars"] == 390 + 390 + 210
+    assert summary["prefetched_sessions"] == 2  # each later session was read while the one before played
     assert summary["decisions"] == 3 * (390 + 390 + 210)
     assert all(s["quality"] == 1.0 for s in summary["per_symbol"].values())
     assert summary["fills"] > 10 and summary["rejected_by_rule"] == {}
