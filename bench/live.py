@@ -316,7 +316,7 @@ def run_paper(args: argparse.Namespace, symbols: list[str], run_dir: Path) -> di
         "engine.fractional_shares=false",
         "costs.slippage_bps=0",
         "session.historical=2",
-        "session.speed_multiplier=0",
+        f"session.speed_multiplier={args.speed:g}",
         *([f"session.symbols_per_actor={args.per_actor}"] if args.per_actor else []),
         f"ray.namespace=bench-live-{os.getpid()}",
         *args.overrides,
@@ -325,7 +325,8 @@ def run_paper(args: argparse.Namespace, symbols: list[str], run_dir: Path) -> di
     command += ["--config", "configs/demo.yaml"]
     for item in overrides:
         command += ["--set", item]
-    command += ["--replay", f"{days[0]}:{days[-1]}", "--speed", "0", "--symbols", ",".join(symbols)]
+    command += ["--replay", f"{days[0]}:{days[-1]}", "--speed", f"{args.speed:g}"]
+    command += ["--symbols", ",".join(symbols)]
     command += ["--store", args.store, "--interval", "1m", "--out", str(run_dir)]
     env = dict(os.environ)
     env.update(RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0")
@@ -411,6 +412,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--symbols", type=int, default=500, help="synthetic symbols (SYN000...)")
     parser.add_argument("--days", type=int, default=1, choices=[1, 2, 3], help="sessions replayed")
     parser.add_argument(
+        "--speed", type=float, default=0.0, help="x real time (0 = as fast as possible; 60 = a bar a second)"
+    )
+    parser.add_argument(
         "--per-actor", type=int, default=None, help="session.symbols_per_actor (default: the setting's auto)"
     )
     parser.add_argument("--store", default=str(REPO / "bench/.store-live"), help="store folder")
@@ -441,7 +445,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "symbols": args.symbols,
         "overrides": args.overrides,
         "interval": "1m",
-        "speed": 0,
+        "speed": args.speed,
         "store_build_s": built["store_build_s"],
         "bars_written": built["bars_written"],
         **figures,
