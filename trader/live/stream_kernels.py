@@ -26,6 +26,7 @@ from numba import njit
 
 # The vectorised kernels' own helpers, so the arithmetic is the same code, not a copy of it.
 from trader.features.indicators import _true_range as true_range
+from trader.features.regimes import _insert_sorted, _remove_sorted
 from trader.features.tstat import _mul, _sub
 
 # -- configuration layout (shared with trader.live.stream) ------------------------------------------------
@@ -599,36 +600,6 @@ def adx_step(
 
 
 @njit(**_JIT)
-def _insert_sorted(fs: np.ndarray, so: int, size: int, value: float) -> int:
-    # np.searchsorted(side="left"), then shift up
-    low, high = 0, size
-    while low < high:
-        mid = (low + high) >> 1
-        if fs[so + mid] < value:
-            low = mid + 1
-        else:
-            high = mid
-    for j in range(size, low, -1):
-        fs[so + j] = fs[so + j - 1]
-    fs[so + low] = value
-    return size + 1
-
-
-@njit(**_JIT)
-def _remove_sorted(fs: np.ndarray, so: int, size: int, value: float) -> int:
-    low, high = 0, size
-    while low < high:
-        mid = (low + high) >> 1
-        if fs[so + mid] < value:
-            low = mid + 1
-        else:
-            high = mid
-    for j in range(low, size - 1):
-        fs[so + j] = fs[so + j + 1]
-    return size - 1
-
-
-@njit(**_JIT)
 def realized_vol_step(
     fs: np.ndarray, fo: int, st: np.ndarray, io: int, n: int, sqrt_ppy: float, lr: float
 ) -> float:
@@ -661,9 +632,10 @@ def above_quantile_step(
     st[io] = q + 1
     sorted_o = fo + window + 1
     fs[fo + q % (window + 1)] = value
-    size = _insert_sorted(fs, sorted_o, st[io + 1], value)
+    ordered = fs[sorted_o : sorted_o + window + 1]  # a view: the regime kernel's own sorted-window helpers
+    size = _insert_sorted(ordered, st[io + 1], value)
     if size > window:
-        size = _remove_sorted(fs, sorted_o, size, fs[fo + (q + 1) % (window + 1)])
+        size = _remove_sorted(ordered, size, fs[fo + (q + 1) % (window + 1)])
     st[io + 1] = size
     if size != window:
         return np.nan
