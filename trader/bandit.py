@@ -104,6 +104,7 @@ __all__ = [
     "bandit_report",
     "bandit_select",
     "decision_seeds",
+    "thompson_draw",
     "thompson_replay",
 ]
 
@@ -943,26 +944,42 @@ def _replay_kernel(
                     wy[arm, slot] = y
         if i == m:
             break
-        # Thompson draw: sigma^2 ~ InvGamma(a, b), then x'beta ~ N(x'm, sigma^2 x'P^-1 x).
         state[0] = seeds[i]
-        x = contexts[i]
-        best = -np.inf
-        pick = 0
-        for arm in range(k):
-            sigma2 = b[arm] / _gamma(state, a[arm])
-            _forward(chol[arm], x, tmp)
-            spread = 0.0
-            centre = 0.0
-            for p in range(d):
-                spread += tmp[p] * tmp[p]
-                centre += x[p] * mean[arm, p]
-            value = centre + math.sqrt(sigma2 * spread) * _normal(state)
-            sampled[i, arm] = value
-            if value > best:
-                best = value
-                pick = arm
-        chosen[i] = pick
+        chosen[i] = thompson_draw(state, contexts[i], a, b, chol, mean, tmp, sampled[i])
     return chosen, sampled, applied
+
+
+@njit(cache=True)
+def thompson_draw(
+    state: np.ndarray,
+    x: np.ndarray,
+    a: np.ndarray,
+    b: np.ndarray,
+    chol: np.ndarray,
+    mean: np.ndarray,
+    tmp: np.ndarray,
+    values: np.ndarray,
+) -> int:
+    """One Thompson draw per arm at context ``x``: sigma^2 ~ InvGamma(a, b), then
+    x'beta ~ N(x'm, sigma^2 x'P^-1 x) (``chol``: each arm's Cholesky factor of P). Writes each arm's draw to
+    ``values`` and returns the arm with the highest (the first on ties). ``state``: the generator, seeded
+    by the caller; ``tmp``: scratch of the context's length. Shared by the replay and the live stream."""
+    best = -np.inf
+    pick = 0
+    for arm in range(a.shape[0]):
+        sigma2 = b[arm] / _gamma(state, a[arm])
+        _forward(chol[arm], x, tmp)
+        spread = 0.0
+        centre = 0.0
+        for p in range(x.shape[0]):
+            spread += tmp[p] * tmp[p]
+            centre += x[p] * mean[arm, p]
+        value = centre + math.sqrt(sigma2 * spread) * _normal(state)
+        values[arm] = value
+        if value > best:
+            best = value
+            pick = arm
+    return pick
 
 
 @dataclass(frozen=True)

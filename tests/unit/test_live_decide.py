@@ -105,15 +105,16 @@ def test_a_user_strategy_is_recomputed_and_still_equals_the_backtest() -> None:
         unregister_strategy("test_close_above_open")
 
 
-def test_bandit_decisions_and_posterior_equal_the_backtests_bandit() -> None:
+@pytest.mark.parametrize("stream", [True, False])
+def test_bandit_decisions_and_posterior_equal_the_backtests_bandit(stream: bool) -> None:
     from trader.bandit import bandit_select
 
     settings = _settings("bandit.enabled=true", "bandit.decision_every=3", "bandit.horizon=3")
     bars = synth_bars("SYN005", "1m", "2021-03-01", "2021-03-03", seed=8).with_columns(
         symbol=pl.lit("SYN005")
     )
-    decider = Decider("SYN005", settings, interval="1m")
-    assert decider.description["mode"] == "bandit" and not decider.streaming
+    decider = Decider("SYN005", settings, interval="1m", stream=stream)
+    assert decider.description["mode"] == "bandit" and decider.streaming is stream
     cut = 500
     decider.warm(bars.head(cut))
     live = _replay(decider, bars.slice(cut))
