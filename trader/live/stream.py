@@ -262,17 +262,7 @@ def _plan(settings: Any, strategy: str | None, params: Mapping[str, Any] | None,
         cf[sk.C_VOLATILE_BIAS] = float(comp.volatile_bias)
         regimes = comp._needs_regimes()  # the same rule Composer.blend applies
         if regimes:
-            rp = _regime_params(comp)
-            er_n, adx_n, vol_n, window = (int(rp[n]) for n in ("er_n", "adx_n", "vol_n", "vol_window"))
-            ci[sk.H_REGIMES] = 1
-            ci[sk.H_ER_N], ci[sk.H_ADX_N], ci[sk.H_VOL_N], ci[sk.H_VOL_WINDOW] = er_n, adx_n, vol_n, window
-            ci[sk.H_RG_F] = alloc.floats(8 + vol_n + 2 * (window + 1) + er_n + 1)
-            ci[sk.H_RG_I] = alloc.ints(5)
-            cf[sk.C_VOL_PCT] = float(rp["vol_pct"])
-            cf[sk.C_ER_TREND] = float(rp["er_trend"])
-            cf[sk.C_ADX_TREND] = float(rp["adx_trend"])
-            # realized_vol's default periods_per_year, as regime_labels calls it
-            cf[sk.C_SQRT_PPY] = math.sqrt(_realized_vol_ppy())
+            plan_regimes(ci, cf, alloc, _regime_params(comp))
         description = {
             "mode": "composer",
             "strategies": [{"name": s.name, "params": dict(p)} for s, p in comp.strategies],
@@ -280,6 +270,21 @@ def _plan(settings: Any, strategy: str | None, params: Mapping[str, Any] | None,
     ci = np.concatenate([ci, np.asarray(rows_i, dtype=np.int64).ravel()])
     cf = np.concatenate([cf, np.asarray(rows_f, dtype=np.float64).ravel()])
     return _Plan(ci, cf, max(alloc.f, 1), alloc.i, max(alloc.u, 1), alloc.nan_slots, regimes, description)
+
+
+def plan_regimes(ci: np.ndarray, cf: np.ndarray, alloc: _Allocator, rp: Mapping[str, Any]) -> None:
+    """Turn on the regime labels in a stream plan: their windows (``rp``: regime_labels' parameters), state
+    slots and thresholds. Shared by the composer's stream and the bandit's (whose context uses them)."""
+    er_n, adx_n, vol_n, window = (int(rp[n]) for n in ("er_n", "adx_n", "vol_n", "vol_window"))
+    ci[sk.H_REGIMES] = 1
+    ci[sk.H_ER_N], ci[sk.H_ADX_N], ci[sk.H_VOL_N], ci[sk.H_VOL_WINDOW] = er_n, adx_n, vol_n, window
+    ci[sk.H_RG_F] = alloc.floats(8 + vol_n + 2 * (window + 1) + er_n + 1)
+    ci[sk.H_RG_I] = alloc.ints(5)
+    cf[sk.C_VOL_PCT] = float(rp["vol_pct"])
+    cf[sk.C_ER_TREND] = float(rp["er_trend"])
+    cf[sk.C_ADX_TREND] = float(rp["adx_trend"])
+    # realized_vol's default periods_per_year, as regime_labels calls it
+    cf[sk.C_SQRT_PPY] = math.sqrt(_realized_vol_ppy())
 
 
 def _realized_vol_ppy() -> float:

@@ -66,7 +66,7 @@ class _Config:
 
     def __init__(self, settings: Any, interval: str) -> None:
         from trader import bandit as bd
-        from trader.live.stream import _Allocator, _regime_params, _strategy_row, _Unsupported
+        from trader.live.stream import _Allocator, _regime_params, _strategy_row, _Unsupported, plan_regimes
         from trader.metrics import periods_per_year
         from trader.strategies import get_strategy
 
@@ -100,18 +100,7 @@ class _Config:
         ci[sk.H_K] = k
         if "regime" in groups:
             # bandit._context calls regime_labels with its defaults
-            rp = _regime_params(SimpleNamespace(regime_params={}))
-            er_n, adx_n, vol_n, window = (int(rp[n]) for n in ("er_n", "adx_n", "vol_n", "vol_window"))
-            ci[sk.H_REGIMES] = 1
-            ci[sk.H_ER_N], ci[sk.H_ADX_N], ci[sk.H_VOL_N], ci[sk.H_VOL_WINDOW] = er_n, adx_n, vol_n, window
-            ci[sk.H_RG_F] = alloc.floats(8 + vol_n + 2 * (window + 1) + er_n + 1)
-            ci[sk.H_RG_I] = alloc.ints(5)
-            cf[sk.C_VOL_PCT] = float(rp["vol_pct"])
-            cf[sk.C_ER_TREND] = float(rp["er_trend"])
-            cf[sk.C_ADX_TREND] = float(rp["adx_trend"])
-            from trader.live.stream import _realized_vol_ppy
-
-            cf[sk.C_SQRT_PPY] = math.sqrt(_realized_vol_ppy())
+            plan_regimes(ci, cf, alloc, _regime_params(SimpleNamespace(regime_params={})))
         every, horizon = int(section.decision_every), int(section.horizon)
         pcap = horizon // every + 2  # decisions whose reward window is open, plus the new one
         bi = np.zeros(bk.BI_SIZE, dtype=np.int64)
