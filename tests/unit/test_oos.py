@@ -519,3 +519,26 @@ def test_oos_summary_carries_the_paths(cv: dict[str, Any]) -> None:
     assert summary["paths"] is res.summary
     # The stitched history is one path-agnostic series; the paths are several full histories over it.
     assert summary["oos"]["n_periods"] == len(CV_DAYS)
+
+
+def test_a_symbols_series_is_the_lowest_fold_per_bar_as_the_aggregation_gives() -> None:
+    # Per-symbol metrics take a sort-and-mask shortcut instead of the per-bar aggregation: both must pick
+    # the lowest fold's row of every bar, overlapping CPCV test windows included, whatever the row order.
+    from trader.oos import _per_bar_means, _symbol_series
+
+    rng = np.random.default_rng(4)
+    ts = np.repeat(np.arange(300) * 60_000_000_000, 3)[:800]
+    frame = pl.DataFrame(
+        {
+            "ts": pl.Series(ts).cast(pl.Datetime("ns", "UTC")),
+            "symbol": "A",
+            "fold": np.tile([2, 0, 1], 300)[:800],
+            "return": rng.normal(0, 0.01, 800),
+            "benchmark_return": rng.normal(0, 0.01, 800),
+        }
+    ).sample(fraction=1.0, shuffle=True, seed=2)
+    got = _symbol_series(frame)
+    assert got.height == 267
+    assert got.equals(_per_bar_means(frame))
+    one_fold = frame.filter(pl.col("fold") == 1)  # walk-forward: one fold per bar
+    assert _symbol_series(one_fold).equals(_per_bar_means(one_fold))
